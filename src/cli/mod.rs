@@ -1,0 +1,155 @@
+//! Command-line parsing (contract: DESIGN.md "CLI").
+//!
+//! Hand-rolled on `lexopt` rather than a derive-based parser: the init is one static binary
+//! with a size budget, and its grammar is small.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lexopt::{Arg, Parser, ValueExt};
+
+/// What the user asked the binary to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Boot and supervise; `main` is the program after `--`, if any.
+    Run {
+        configs: Vec<PathBuf>,
+        main: Vec<OsString>,
+    },
+    /// Validate the configuration and exit.
+    Check { configs: Vec<PathBuf> },
+    /// Print the usage text.
+    Help,
+    /// Print the version.
+    Version,
+}
+
+/// The usage text printed by `--help`.
+pub const USAGE: &str = "\
+usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (the Entrypoint)
+       nix2gpu-init check [--config FILE]...               validate the configuration
+       nix2gpu-init --help | --version
+
+Config files: every --config in order, else $NIX2GPU_CONFIG, else /etc/nix2gpu/config.yaml
+if it exists. CMD is the main process: signals are forwarded to it and its exit code becomes
+the init's. Without CMD an interactive shell runs when stdin is a terminal; otherwise the init
+keeps running (reaping orphans) until it is stopped.";
+
+/// Parses the arguments after the program name.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut parser = Parser::from_args(args);
+    let mut configs = Vec::new();
+    let mut subcommand: Option<String> = None;
+    // `--` is looked for before each option, so that everything after it stays verbatim
+    // (lexopt would otherwise consume the `--` itself).
+    while !next_is_double_dash(&mut parser) {
+        let Some(arg) = parser.next().map_err(|e| e.to_string())? else {
+            break;
+        };
+        match arg {
+            Arg::Long("config") | Arg::Short('c') => {
+                configs.push(PathBuf::from(parser.value().map_err(|e| e.to_string())?));
+            }
+            Arg::Long("help") | Arg::Short('h') => return Ok(Command::Help),
+            Arg::Long("version") | Arg::Short('V') => return Ok(Command::Version),
+            Arg::Value(value) if subcommand.is_none() => {
+                let name = value.string().map_err(|e| e.to_string())?;
+                if name != "check" {
+                    return Err(format!(
+                        "unknown subcommand `{name}`; to run a program as the main process, \
+                         write `nix2gpu-init -- {name}`"
+                    ));
+                }
+                subcommand = Some(name);
+            }
+            Arg::Value(value) => {
+                return Err(format!("unexpected argument {:?}", value.to_string_lossy()));
+            }
+            Arg::Long(_) | Arg::Short(_) => return Err(arg.unexpected().to_string()),
+        }
+    }
+    let main = take_main_command(&mut parser)?;
+    match subcommand.as_deref() {
+        Some("check") if main.is_empty() => Ok(Command::Check { configs }),
+        Some(name) => Err(format!("`{name}` takes no command after `--`")),
+        None => Ok(Command::Run { configs, main }),
+    }
+}
+
+fn next_is_double_dash(parser: &mut Parser) -> bool {
+    parser
+        .try_raw_args()
+        .is_some_and(|raw| raw.peek() == Some("--".as_ref()))
+}
+
+/// Everything after `--`, verbatim: the main process's argv.
+fn take_main_command(parser: &mut Parser) -> Result<Vec<OsString>, String> {
+    let Some(mut raw) = parser.try_raw_args() else {
+        return Err("an option is missing its value".into());
+    };
+    let mut rest: Vec<OsString> = raw.by_ref().collect();
+    if rest.first().is_some_and(|first| first == "--") {
+        rest.remove(0);
+        if rest.is_empty() {
+            return Err("`--` must be followed by a command".into());
+        }
+    }
+    Ok(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn main_command_after_double_dash_is_kept_verbatim() {
+        let parsed = parse_str(&["--config", "a.yaml", "--", "sh", "-c", "--config x"]).unwrap();
+        assert_eq!(
+            parsed,
+            Command::Run {
+                configs: vec!["a.yaml".into()],
+                main: vec!["sh".into(), "-c".into(), "--config x".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn configs_repeat_in_order() {
+        let parsed = parse_str(&["check", "-c", "a", "--config=b"]).unwrap();
+        assert_eq!(
+            parsed,
+            Command::Check {
+                configs: vec!["a".into(), "b".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn no_arguments_runs_without_main_process() {
+        assert_eq!(
+            parse_str(&[]).unwrap(),
+            Command::Run {
+                configs: vec![],
+                main: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_bare_program_name_is_refused_with_a_hint() {
+        let error = parse_str(&["bash"]).unwrap_err();
+        assert!(error.contains("nix2gpu-init -- bash"), "{error}");
+    }
+
+    #[test]
+    fn dangling_double_dash_and_missing_values_are_errors() {
+        assert!(parse_str(&["--"]).is_err());
+        assert!(parse_str(&["--config"]).is_err());
+        assert!(parse_str(&["check", "--", "x"]).is_err());
+        assert!(parse_str(&["--frobnicate"]).is_err());
+    }
+}
