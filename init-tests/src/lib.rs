@@ -1,1 +1,254 @@
+//! A harness that runs the real static `nix2gpu-init` binary, as PID 1 of fresh PID and mount
+//! namespaces (`unshare --pid --fork --mount-proc`) or as a plain process (subreaper mode), and
+//! watches it from outside: its output line by line, its host pid, its exit code.
+//!
+//! Every wait is bounded: a test that would hang fails instead, with everything the init
+//! printed so far. Namespaces need root; without it the tests fail, they do not skip.
 
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The default bound for any wait in a test.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The init binary under test: `$NIX2GPU_INIT_BIN`, set by `cargo xtask test` to the static
+/// release build.
+pub fn init_binary() -> PathBuf {
+    let path = std::env::var_os("NIX2GPU_INIT_BIN").map(PathBuf::from).expect(
+        "NIX2GPU_INIT_BIN is not set: run the tests with `cargo xtask test`, which builds the static binary",
+    );
+    assert!(path.is_file(), "NIX2GPU_INIT_BIN={} does not exist", path.display());
+    path
+}
+
+/// Directories covered with a fresh tmpfs inside the test's mount namespace, so the init's
+/// boot steps (runtime dirs under /run and /var) never touch the machine running the tests.
+const PRIVATE_DIRS: [&str; 2] = ["/run", "/var"];
+
+/// How to start the init.
+#[derive(Default)]
+pub struct Launch {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    as_plain_process: bool,
+}
+
+impl Launch {
+    /// The init with these arguments (e.g. `["--", "sh", "-c", "exit 3"]`).
+    pub fn new<S: AsRef<str>>(args: &[S]) -> Self {
+        Self { args: args.iter().map(|a| a.as_ref().to_string()).collect(), ..Self::default() }
+    }
+
+    /// Adds an environment variable for the init.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the init as an ordinary child of the test (not PID 1): subreaper mode.
+    pub fn as_plain_process(mut self) -> Self {
+        self.as_plain_process = true;
+        self
+    }
+
+    /// The command that starts it, with stdio left for the caller to set.
+    pub fn command(&self) -> Command {
+        let mut command = if self.as_plain_process {
+            Command::new(init_binary())
+        } else {
+            let mounts: Vec<String> = PRIVATE_DIRS.iter().map(|dir| format!("mount -t tmpfs tmpfs {dir}")).collect();
+            let mut command = Command::new("unshare");
+            command
+                .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
+                .arg(format!("{} && exec \"$@\"", mounts.join(" && ")))
+                .arg("sh")
+                .arg(init_binary());
+            command
+        };
+        command.args(&self.args).env("NIX2GPU_CONTROL_SOCKET", "/run/nix2gpu/control.sock");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Starts the init with its stdout and stderr captured.
+    pub fn start(self) -> Init {
+        let mut command = self.command();
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("cannot start the init (is util-linux's unshare installed?)");
+        let (sender, lines) = channel();
+        forward_lines(child.stdout.take().expect("piped"), sender.clone());
+        forward_lines(child.stderr.take().expect("piped"), sender);
+        Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None }
+    }
+}
+
+/// Sends each line read from `source` to `sink`, from a thread of its own.
+pub fn forward_lines(source: impl Read + Send + 'static, sink: Sender<String>) {
+    thread::spawn(move || {
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            if sink.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A running init, observed from outside.
+pub struct Init {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    plain: bool,
+    exit_code: Option<i32>,
+}
+
+impl Init {
+    /// The init's pid on the host (unshare's child in namespace mode).
+    pub fn host_pid(&self) -> i32 {
+        if self.plain {
+            return self.child.id() as i32;
+        }
+        let unshare = self.child.id();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let children = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                return pid.parse().expect("pids are numbers");
+            }
+            assert!(Instant::now() < deadline, "unshare never started the init");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends a signal to the init itself.
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.host_pid()), signal).expect("the init is alive");
+    }
+
+    /// Waits for a line containing `needle` and returns it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        self.wait_for_line_within(needle, PATIENCE)
+    }
+
+    /// Waits at most `limit` for a line containing `needle`.
+    pub fn wait_for_line_within(&mut self, needle: &str, limit: Duration) -> String {
+        if let Some(line) = self.seen.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line containing {needle:?} within {limit:?}; output so far:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// Waits for the init to exit and returns its exit code (failing on death by signal).
+    pub fn wait_exit(&mut self) -> i32 {
+        self.wait_exit_within(PATIENCE)
+    }
+
+    /// Waits at most `limit` for the init to exit; kills it and fails the test otherwise.
+    pub fn wait_exit_within(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waitable") {
+                self.drain_output();
+                let code = status.code().unwrap_or_else(|| panic!("init died by {status:?}; output:\n{}", self.seen.join("\n")));
+                self.exit_code = Some(code);
+                return code;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                self.drain_output();
+                panic!("init still running after {limit:?}; output:\n{}", self.seen.join("\n"));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Everything the init and its children printed so far.
+    pub fn output(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        &self.seen
+    }
+
+    /// After exit, collects the last lines (the reader threads end at EOF).
+    fn drain_output(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            self.seen.push(line);
+        }
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        if self.exit_code.is_none() {
+            // `--kill-child` makes unshare take the namespace down with it.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One process as seen in /proc/PID/stat.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub pid: i32,
+    pub state: char,
+    pub ppid: i32,
+}
+
+/// Every process visible on the host, by pid.
+pub fn processes() -> HashMap<i32, ProcessInfo> {
+    let mut found = HashMap::new();
+    for entry in fs::read_dir("/proc").expect("/proc is mounted").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(close) = stat.rfind(')') else { continue };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        found.insert(pid, ProcessInfo { pid, state, ppid });
+    }
+    found
+}
+
+/// Zombies whose parent is `parent`.
+pub fn zombie_children(parent: i32) -> Vec<i32> {
+    processes().values().filter(|p| p.ppid == parent && p.state == 'Z').map(|p| p.pid).collect()
+}
+
+/// Whether a process with this pid exists on the host (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    processes().get(&pid).is_some_and(|p| p.state != 'Z')
+}
+
+/// The path of a fixture file.
+pub fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name);
+    path.canonicalize().unwrap_or(path).to_string_lossy().into_owned()
+}
