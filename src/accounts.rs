@@ -42,9 +42,7 @@ fn parse_line(line: &str) -> Option<Account> {
 /// The account with this uid in the passwd file at `path`, if the file and the entry exist.
 pub fn by_uid(path: &Path, uid: u32) -> Option<Account> {
     let text = fs::read_to_string(path).ok()?;
-    parse_passwd(&text)
-        .into_iter()
-        .find(|account| account.uid == uid)
+    parse_passwd(&text).into_iter().find(|account| account.uid == uid)
 }
 
 #[cfg(test)]

@@ -71,28 +71,18 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     let env = prepare_system();
     let interactive = std::io::stdin().is_terminal();
     let main = if main.is_empty() && interactive {
-        vec![boot::user_shell(
-            &env,
-            nix::unistd::getuid().as_raw(),
-            Path::new("/etc/passwd"),
-        )]
+        vec![boot::user_shell(&env, nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"))]
     } else {
         main
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(failure) => {
             error!("cannot start the event loop: {failure}");
             return exit_code::INTERNAL;
         }
     };
-    let settings = pid1::Settings {
-        forward_to: config.forward_to(),
-        grace: config.shutdown_timeout(),
-    };
+    let settings = pid1::Settings { forward_to: config.forward_to(), grace: config.shutdown_timeout() };
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,
@@ -105,16 +95,9 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
             info!("no main command: supervising until stopped");
             None
         } else {
-            match spawn::spawn(&spawn::Spec {
-                argv: &main,
-                env: &env,
-                foreground: interactive,
-            }) {
+            match spawn::spawn(&spawn::Spec { argv: &main, env: &env, foreground: interactive }) {
                 Ok(pid) => {
-                    info!(
-                        "started main process `{}` (pid {pid})",
-                        main[0].to_string_lossy()
-                    );
+                    info!("started main process `{}` (pid {pid})", main[0].to_string_lossy());
                     Some(pid)
                 }
                 Err(failure) => {
@@ -139,10 +122,7 @@ fn load_config(configs: &[PathBuf]) -> Option<Config> {
             let (level, unreadable) = logs::effective_level(config.log_level);
             logs::init(level);
             if let Some(value) = unreadable {
-                warn!(
-                    "ignoring {}={value:?}: expected trace, debug, info, warn or error",
-                    logs::LEVEL_ENV
-                );
+                warn!("ignoring {}={value:?}: expected trace, debug, info, warn or error", logs::LEVEL_ENV);
             }
             Some(config)
         }
@@ -159,20 +139,10 @@ fn load_config(configs: &[PathBuf]) -> Option<Config> {
 /// The boot basics; returns the environment for the processes the init starts.
 fn prepare_system() -> std::collections::BTreeMap<OsString, OsString> {
     let degraded = boot::make_runtime_dirs(Path::new("/"));
-    let env = boot::environment(
-        std::env::vars_os(),
-        nix::unistd::getuid().as_raw(),
-        Path::new("/etc/passwd"),
-    );
-    for step in degraded
-        .iter()
-        .chain(boot::make_user_runtime_dir(&env).as_ref())
-    {
-        warn!(
-            "cannot prepare {}: {} (continuing without it)",
-            step.path.display(),
-            step.error
-        );
+    let env =
+        boot::environment(std::env::vars_os(), nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"));
+    for step in degraded.iter().chain(boot::make_user_runtime_dir(&env).as_ref()) {
+        warn!("cannot prepare {}: {} (continuing without it)", step.path.display(), step.error);
     }
     env
 }

@@ -65,7 +65,8 @@ impl Launch {
         let mut command = if self.as_plain_process {
             Command::new(init_binary())
         } else {
-            let mounts: Vec<String> = PRIVATE_DIRS.iter().map(|dir| format!("mount -t tmpfs tmpfs {dir}")).collect();
+            let mounts: Vec<String> =
+                PRIVATE_DIRS.iter().map(|dir| format!("mount -t tmpfs tmpfs {dir}")).collect();
             let mut command = Command::new("unshare");
             command
                 .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
@@ -93,12 +94,63 @@ impl Launch {
     }
 }
 
+/// The controlling side of the pseudo-terminal an init was started on.
+pub struct Terminal {
+    master: fs::File,
+}
+
+impl Terminal {
+    /// Types `text` as if at the keyboard (`"\x03"` is Ctrl-C).
+    pub fn type_text(&mut self, text: &str) {
+        use std::io::Write;
+        self.master.write_all(text.as_bytes()).expect("the terminal is open");
+    }
+}
+
+impl Launch {
+    /// Starts the init on a new pseudo-terminal that is the controlling terminal of its session,
+    /// as `docker run -it` does; its output is read back from the terminal.
+    pub fn start_on_terminal(self) -> (Init, Terminal) {
+        let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let mut command = self.command();
+        let slave = fs::File::from(pty.slave);
+        command.stdin(slave.try_clone().expect("dup")).stdout(slave.try_clone().expect("dup")).stderr(slave);
+        // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                nix::unistd::setsid()?;
+                if nix::libc::ioctl(0, nix::libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("cannot start the init on a terminal");
+        let master = fs::File::from(pty.master);
+        let (sender, lines) = channel();
+        forward_lines(master.try_clone().expect("dup"), sender);
+        let init = Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None };
+        (init, Terminal { master })
+    }
+}
+
+/// The pid of a process whose command line is exactly `argv`, if one exists.
+pub fn find_process(argv: &[&str]) -> Option<i32> {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain(std::iter::once(0))).collect();
+    processes()
+        .keys()
+        .copied()
+        .find(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == wanted))
+}
+
 /// Sends each line read from `source` to `sink`, from a thread of its own.
 pub fn forward_lines(source: impl Read + Send + 'static, sink: Sender<String>) {
     thread::spawn(move || {
         for line in BufReader::new(source).lines() {
             let Ok(line) = line else { break };
-            if sink.send(line).is_err() {
+            // Terminal output ends lines with \r\n.
+            if sink.send(line.trim_end_matches('\r').to_string()).is_err() {
                 break;
             }
         }
@@ -123,7 +175,8 @@ impl Init {
         let unshare = self.child.id();
         let deadline = Instant::now() + PATIENCE;
         loop {
-            let children = fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap_or_default();
+            let children =
+                fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap_or_default();
             if let Some(pid) = children.split_whitespace().next() {
                 return pid.parse().expect("pids are numbers");
             }
@@ -157,7 +210,10 @@ impl Init {
                         return line;
                     }
                 }
-                Err(_) => panic!("no line containing {needle:?} within {limit:?}; output so far:\n{}", self.seen.join("\n")),
+                Err(_) => panic!(
+                    "no line containing {needle:?} within {limit:?}; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -173,7 +229,9 @@ impl Init {
         loop {
             if let Some(status) = self.child.try_wait().expect("waitable") {
                 self.drain_output();
-                let code = status.code().unwrap_or_else(|| panic!("init died by {status:?}; output:\n{}", self.seen.join("\n")));
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| panic!("init died by {status:?}; output:\n{}", self.seen.join("\n")));
                 self.exit_code = Some(code);
                 return code;
             }
@@ -226,9 +284,15 @@ pub struct ProcessInfo {
 pub fn processes() -> HashMap<i32, ProcessInfo> {
     let mut found = HashMap::new();
     for entry in fs::read_dir("/proc").expect("/proc is mounted").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let mut fields = stat[close + 1..].split_whitespace();
         let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -217,7 +217,11 @@ fn log_level_comes_from_the_config_and_nix2gpu_log_overrides_it() {
     assert!(quiet.output().is_empty(), "warn level prints nothing here: {:?}", quiet.output());
     let mut loud = Launch::new(&args).env("NIX2GPU_LOG", "debug").start();
     assert_eq!(loud.wait_exit(), 0);
-    assert!(loud.output().iter().any(|l| l.starts_with("init | started main process")), "{:?}", loud.output());
+    assert!(
+        loud.output().iter().any(|l| l.starts_with("init | started main process")),
+        "{:?}",
+        loud.output()
+    );
     std::fs::remove_file(config).unwrap();
 }
 
@@ -230,6 +234,9 @@ fn a_bad_config_exits_78_with_the_location() {
     let line = init.wait_for_line("unknown field");
     let location = format!("init | error: {}:3:3: ", config.display());
     assert!(line.starts_with(&location), "{line}");
-    assert!(line.contains("unknown field `shutdown_timeout_secs`, expected `shutdown_timeout_seconds`"), "{line}");
+    assert!(
+        line.contains("unknown field `shutdown_timeout_secs`, expected `shutdown_timeout_seconds`"),
+        "{line}"
+    );
     std::fs::remove_file(config).unwrap();
 }

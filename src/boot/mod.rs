@@ -23,36 +23,12 @@ struct RuntimeDir {
 }
 
 const RUNTIME_DIRS: [RuntimeDir; 6] = [
-    RuntimeDir {
-        path: "tmp",
-        mode: 0o1777,
-        enforce: true,
-    },
-    RuntimeDir {
-        path: "var/tmp",
-        mode: 0o1777,
-        enforce: true,
-    },
-    RuntimeDir {
-        path: "run",
-        mode: 0o755,
-        enforce: false,
-    },
-    RuntimeDir {
-        path: "run/sshd",
-        mode: 0o755,
-        enforce: true,
-    },
-    RuntimeDir {
-        path: "var/log",
-        mode: 0o755,
-        enforce: false,
-    },
-    RuntimeDir {
-        path: "var/empty",
-        mode: 0o755,
-        enforce: true,
-    },
+    RuntimeDir { path: "tmp", mode: 0o1777, enforce: true },
+    RuntimeDir { path: "var/tmp", mode: 0o1777, enforce: true },
+    RuntimeDir { path: "run", mode: 0o755, enforce: false },
+    RuntimeDir { path: "run/sshd", mode: 0o755, enforce: true },
+    RuntimeDir { path: "var/log", mode: 0o755, enforce: false },
+    RuntimeDir { path: "var/empty", mode: 0o755, enforce: true },
 ];
 
 /// A step that could not be done, for the caller to warn about.
@@ -68,9 +44,7 @@ pub fn make_runtime_dirs(root: &Path) -> Vec<Degraded> {
         .iter()
         .filter_map(|dir| {
             let path = root.join(dir.path);
-            ensure_dir(&path, dir.mode, dir.enforce)
-                .err()
-                .map(|error| Degraded { path, error })
+            ensure_dir(&path, dir.mode, dir.enforce).err().map(|error| Degraded { path, error })
         })
         .collect()
 }
@@ -81,10 +55,7 @@ fn ensure_dir(path: &Path, mode: u32, enforce: bool) -> io::Result<()> {
         Ok(()) => fs::set_permissions(path, Permissions::from_mode(mode)),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
             if !fs::metadata(path)?.is_dir() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "exists and is not a directory",
-                ));
+                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory"));
             }
             let current = fs::metadata(path)?.permissions().mode() & 0o7777;
             if enforce && current != mode {
@@ -106,20 +77,16 @@ pub fn environment(
     let mut env: BTreeMap<OsString, OsString> = inherited.into_iter().collect();
     let account = accounts::by_uid(passwd, uid);
     let home = env.get(OsStr::new("HOME")).cloned().unwrap_or_else(|| {
-        account.as_ref().map_or_else(
-            || OsString::from(if uid == 0 { "/root" } else { "/" }),
-            |a| OsString::from(&a.home),
-        )
+        account
+            .as_ref()
+            .map_or_else(|| OsString::from(if uid == 0 { "/root" } else { "/" }), |a| OsString::from(&a.home))
     });
     let home_str = home.to_string_lossy().trim_end_matches('/').to_string();
     let runtime_dir = format!("/run/user/{uid}");
     let defaults: [(&str, String); 11] = [
         ("HOME", home.to_string_lossy().into_owned()),
         ("TMPDIR", "/tmp".into()),
-        (
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
+        ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
         ("XDG_DATA_HOME", format!("{home_str}/.local/share")),
         ("XDG_CONFIG_HOME", format!("{home_str}/.config")),
         ("XDG_STATE_HOME", format!("{home_str}/.local/state")),
@@ -130,8 +97,7 @@ pub fn environment(
         ("XDG_RUNTIME_DIR", runtime_dir),
     ];
     for (key, value) in defaults {
-        env.entry(OsString::from(key))
-            .or_insert_with(|| OsString::from(value));
+        env.entry(OsString::from(key)).or_insert_with(|| OsString::from(value));
     }
     env
 }
@@ -195,10 +161,8 @@ mod tests {
         let root = temp_root("file");
         fs::write(root.join("run"), "").unwrap();
         let degraded = make_runtime_dirs(&root);
-        let paths: Vec<_> = degraded
-            .iter()
-            .map(|d| d.path.strip_prefix(&root).unwrap().to_path_buf())
-            .collect();
+        let paths: Vec<_> =
+            degraded.iter().map(|d| d.path.strip_prefix(&root).unwrap().to_path_buf()).collect();
         assert_eq!(paths, vec![PathBuf::from("run"), PathBuf::from("run/sshd")]);
         fs::remove_dir_all(&root).unwrap();
     }
@@ -210,16 +174,10 @@ mod tests {
         fs::write(&passwd, "alice:x:4242:4242::/home/alice:/bin/zsh\n").unwrap();
         let inherited = vec![(OsString::from("TMPDIR"), OsString::from("/scratch"))];
         let env = environment(inherited, 4242, &passwd);
-        let get = |k: &str| {
-            env.get(&OsString::from(k))
-                .map(|v| v.to_string_lossy().into_owned())
-        };
+        let get = |k: &str| env.get(&OsString::from(k)).map(|v| v.to_string_lossy().into_owned());
         assert_eq!(get("TMPDIR").as_deref(), Some("/scratch"));
         assert_eq!(get("HOME").as_deref(), Some("/home/alice"));
-        assert_eq!(
-            get("XDG_CONFIG_HOME").as_deref(),
-            Some("/home/alice/.config")
-        );
+        assert_eq!(get("XDG_CONFIG_HOME").as_deref(), Some("/home/alice/.config"));
         assert_eq!(get("XDG_RUNTIME_DIR").as_deref(), Some("/run/user/4242"));
         assert_eq!(user_shell(&env, 4242, &passwd), OsString::from("/bin/zsh"));
         fs::remove_dir_all(&root).unwrap();

@@ -12,10 +12,7 @@ use lexopt::{Arg, Parser, ValueExt};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
     /// Boot and supervise; `main` is the program after `--`, if any.
-    Run {
-        configs: Vec<PathBuf>,
-        main: Vec<OsString>,
-    },
+    Run { configs: Vec<PathBuf>, main: Vec<OsString> },
     /// Validate the configuration and exit.
     Check { configs: Vec<PathBuf> },
     /// Print the usage text.
@@ -77,9 +74,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
 }
 
 fn next_is_double_dash(parser: &mut Parser) -> bool {
-    parser
-        .try_raw_args()
-        .is_some_and(|raw| raw.peek() == Some("--".as_ref()))
+    parser.try_raw_args().is_some_and(|raw| raw.peek() == Some("--".as_ref()))
 }
 
 /// Everything after `--`, verbatim: the main process's argv.
@@ -120,23 +115,12 @@ mod tests {
     #[test]
     fn configs_repeat_in_order() {
         let parsed = parse_str(&["check", "-c", "a", "--config=b"]).unwrap();
-        assert_eq!(
-            parsed,
-            Command::Check {
-                configs: vec!["a".into(), "b".into()]
-            }
-        );
+        assert_eq!(parsed, Command::Check { configs: vec!["a".into(), "b".into()] });
     }
 
     #[test]
     fn no_arguments_runs_without_main_process() {
-        assert_eq!(
-            parse_str(&[]).unwrap(),
-            Command::Run {
-                configs: vec![],
-                main: vec![]
-            }
-        );
+        assert_eq!(parse_str(&[]).unwrap(), Command::Run { configs: vec![], main: vec![] });
     }
 
     #[test]

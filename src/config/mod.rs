@@ -34,12 +34,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.location {
             Some((line, column)) => {
-                write!(
-                    f,
-                    "{}:{line}:{column}: {}",
-                    self.file.display(),
-                    self.message
-                )
+                write!(f, "{}:{line}:{column}: {}", self.file.display(), self.message)
             }
             None => write!(f, "{}: {}", self.file.display(), self.message),
         }
@@ -56,11 +51,7 @@ pub fn sources(cli_configs: &[PathBuf]) -> Vec<PathBuf> {
         return vec![PathBuf::from(path)];
     }
     let default = Path::new(DEFAULT_PATH);
-    if default.exists() {
-        vec![default.to_path_buf()]
-    } else {
-        Vec::new()
-    }
+    if default.exists() { vec![default.to_path_buf()] } else { Vec::new() }
 }
 
 /// Reads and merges `paths` in order, collecting every error rather than stopping at the first.
@@ -73,11 +64,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Config, Vec<ConfigError>> {
             Err(error) => errors.push(error),
         }
     }
-    if errors.is_empty() {
-        Ok(merged)
-    } else {
-        Err(errors)
-    }
+    if errors.is_empty() { Ok(merged) } else { Err(errors) }
 }
 
 /// Reads one file; an empty file is an empty configuration.
@@ -129,12 +116,7 @@ mod tests {
     fn unknown_key_is_located() {
         let error = parse_str("log_level: info\nlog_levle: debug\n").unwrap_err();
         assert_eq!(error.location, Some((2, 1)), "{error}");
-        assert!(
-            error
-                .to_string()
-                .starts_with("test.yaml:2:1: unknown field `log_levle`"),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("test.yaml:2:1: unknown field `log_levle`"), "{error}");
     }
 
     #[test]
@@ -146,16 +128,14 @@ mod tests {
     #[test]
     fn json_is_accepted() {
         let config =
-            parse_str(r#"{"log_level": "debug", "nix2gpu": {"shutdown_timeout_seconds": 2}}"#)
-                .unwrap();
+            parse_str(r#"{"log_level": "debug", "nix2gpu": {"shutdown_timeout_seconds": 2}}"#).unwrap();
         assert_eq!(config.log_level, Some(LogLevel::Debug));
         assert_eq!(config.shutdown_timeout(), Duration::from_secs(2));
     }
 
     #[test]
     fn later_files_override_earlier_ones_key_by_key() {
-        let mut base =
-            parse_str("log_level: warn\nnix2gpu:\n  shutdown_timeout_seconds: 3\n").unwrap();
+        let mut base = parse_str("log_level: warn\nnix2gpu:\n  shutdown_timeout_seconds: 3\n").unwrap();
         base.merge(parse_str("log_level: debug\n").unwrap());
         assert_eq!(base.log_level, Some(LogLevel::Debug));
         assert_eq!(base.shutdown_timeout(), Duration::from_secs(3));

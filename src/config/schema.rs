@@ -83,17 +83,10 @@ pub enum ForwardTo {
 impl Config {
     /// Overlays `later` on `self`: every setting `later` makes wins, the rest is kept.
     pub fn merge(&mut self, later: Config) {
-        let Config {
-            version,
-            log_level,
-            nix2gpu,
-        } = later;
+        let Config { version, log_level, nix2gpu } = later;
         self.version = version.or(self.version.take());
         self.log_level = log_level.or(self.log_level);
-        let Nix2gpu {
-            shutdown_timeout_seconds,
-            forward_signals_to,
-        } = nix2gpu;
+        let Nix2gpu { shutdown_timeout_seconds, forward_signals_to } = nix2gpu;
         self.nix2gpu.shutdown_timeout_seconds =
             shutdown_timeout_seconds.or(self.nix2gpu.shutdown_timeout_seconds);
         self.nix2gpu.forward_signals_to = forward_signals_to.or(self.nix2gpu.forward_signals_to);
@@ -101,9 +94,7 @@ impl Config {
 
     /// The grace period for leftover processes at shutdown.
     pub fn shutdown_timeout(&self) -> Duration {
-        self.nix2gpu
-            .shutdown_timeout_seconds
-            .map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0)
+        self.nix2gpu.shutdown_timeout_seconds.map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0)
     }
 
     /// Where forwarded signals go.

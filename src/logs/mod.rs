@@ -77,7 +77,8 @@ pub fn init(level: LogLevel) {
     // subscriber is correct then, so the error is deliberately ignored.
     let _ = tracing_subscriber::fmt()
         .with_max_level(max)
-        .with_ansi(colour)
+        // Our formatter colours on its own; tracing's ANSI support is not compiled in.
+        .with_ansi(false)
         .event_format(InitLine { colour })
         .with_writer(std::io::stdout)
         .try_init();

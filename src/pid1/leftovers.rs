@@ -52,12 +52,7 @@ fn parent_links() -> Vec<(i32, i32)> {
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| {
-            Some((
-                pid,
-                parent_of(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?,
-            ))
-        })
+        .filter_map(|pid| Some((pid, parent_of(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)?)))
         .collect()
 }
 
@@ -81,10 +76,7 @@ mod tests {
 
     #[test]
     fn own_children_are_descendants() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
         let found = descendants(std::process::id() as i32);
         child.kill().unwrap();
         child.wait().unwrap();

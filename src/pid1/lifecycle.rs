@@ -70,12 +70,7 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// `main` is the main process's pid, or `None` when the init only idles and reaps.
     pub fn new(main: Option<Pid>, forward_to: ForwardTo, grace: Duration) -> Self {
-        Self {
-            main,
-            forward_to,
-            grace,
-            phase: Phase::Running,
-        }
+        Self { main, forward_to, grace, phase: Phase::Running }
     }
 
     /// Decides what to do about one event.
@@ -85,11 +80,7 @@ impl Lifecycle {
             (Phase::Running, Event::Signal(signo)) => self.on_signal_running(signo),
             (Phase::Running, Event::Reaped(reaped)) => self.on_reaped_running(reaped),
             (Phase::Draining { code } | Phase::Killing { code }, Event::Reaped(reaped)) => {
-                if reaped.children_left {
-                    Vec::new()
-                } else {
-                    self.exit(code)
-                }
+                if reaped.children_left { Vec::new() } else { self.exit(code) }
             }
             (Phase::Draining { code }, Event::Signal(signo)) if is_stop_request(signo) => {
                 // A second stop request while draining: no more patience.
@@ -110,11 +101,7 @@ impl Lifecycle {
             return Vec::new();
         }
         match self.main {
-            Some(to) => vec![Action::Forward {
-                signo,
-                to,
-                group: self.forward_to == ForwardTo::Group,
-            }],
+            Some(to) => vec![Action::Forward { signo, to, group: self.forward_to == ForwardTo::Group }],
             // Idle: a stop request ends the init cleanly (exit 0), after the leftovers.
             None if is_stop_request(signo) => self.drain(0, true),
             None => Vec::new(),
@@ -122,13 +109,9 @@ impl Lifecycle {
     }
 
     fn on_reaped_running(&mut self, reaped: Reaped) -> Vec<Action> {
-        let main_exit = self.main.and_then(|main| {
-            reaped
-                .exited
-                .iter()
-                .find(|(pid, _)| *pid == main)
-                .map(|(_, status)| *status)
-        });
+        let main_exit = self
+            .main
+            .and_then(|main| reaped.exited.iter().find(|(pid, _)| *pid == main).map(|(_, status)| *status));
         match main_exit {
             Some(status) => {
                 let mut actions = vec![Action::MainExited(status)];
@@ -145,18 +128,12 @@ impl Lifecycle {
             return self.exit(code);
         }
         self.phase = Phase::Draining { code };
-        vec![
-            Action::SignalLeftovers(nix::sys::signal::Signal::SIGTERM),
-            Action::ArmTimer(self.grace),
-        ]
+        vec![Action::SignalLeftovers(nix::sys::signal::Signal::SIGTERM), Action::ArmTimer(self.grace)]
     }
 
     fn kill_leftovers(&mut self, code: i32) -> Vec<Action> {
         self.phase = Phase::Killing { code };
-        vec![
-            Action::SignalLeftovers(nix::sys::signal::Signal::SIGKILL),
-            Action::ArmTimer(AFTER_KILL),
-        ]
+        vec![Action::SignalLeftovers(nix::sys::signal::Signal::SIGKILL), Action::ArmTimer(AFTER_KILL)]
     }
 
     fn exit(&mut self, code: i32) -> Vec<Action> {
@@ -186,10 +163,7 @@ mod tests {
 
     fn reaped(exited: &[(i32, ExitStatus)], children_left: bool) -> Event {
         Event::Reaped(Reaped {
-            exited: exited
-                .iter()
-                .map(|(pid, status)| (Pid::from_raw(*pid), *status))
-                .collect(),
+            exited: exited.iter().map(|(pid, status)| (Pid::from_raw(*pid), *status)).collect(),
             children_left,
         })
     }
@@ -200,11 +174,7 @@ mod tests {
         for signo in [SIGTERM, SIGUSR1, SIGHUP, SIGINT, 40] {
             assert_eq!(
                 machine.handle(Event::Signal(signo)),
-                vec![Action::Forward {
-                    signo,
-                    to: MAIN,
-                    group: false
-                }]
+                vec![Action::Forward { signo, to: MAIN, group: false }]
             );
         }
         assert_eq!(machine.handle(Event::Signal(SIGTTOU)), vec![]);
@@ -215,21 +185,14 @@ mod tests {
         let mut machine = Lifecycle::new(Some(MAIN), ForwardTo::Group, GRACE);
         assert_eq!(
             machine.handle(Event::Signal(SIGUSR1)),
-            vec![Action::Forward {
-                signo: SIGUSR1,
-                to: MAIN,
-                group: true
-            }]
+            vec![Action::Forward { signo: SIGUSR1, to: MAIN, group: true }]
         );
     }
 
     #[test]
     fn orphans_exiting_change_nothing() {
         let mut machine = with_main();
-        assert_eq!(
-            machine.handle(reaped(&[(7, ExitStatus::Code(1))], true)),
-            vec![]
-        );
+        assert_eq!(machine.handle(reaped(&[(7, ExitStatus::Code(1))], true)), vec![]);
     }
 
     #[test]
@@ -239,11 +202,7 @@ mod tests {
             machine.handle(reaped(&[(2, ExitStatus::Code(42))], false)),
             vec![Action::MainExited(ExitStatus::Code(42)), Action::Exit(42)]
         );
-        assert_eq!(
-            machine.handle(Event::Signal(SIGTERM)),
-            vec![],
-            "nothing after exit"
-        );
+        assert_eq!(machine.handle(Event::Signal(SIGTERM)), vec![], "nothing after exit");
     }
 
     #[test]
@@ -264,36 +223,20 @@ mod tests {
                 Action::ArmTimer(GRACE)
             ]
         );
-        assert_eq!(
-            machine.handle(reaped(&[(9, ExitStatus::Code(0))], true)),
-            vec![]
-        );
+        assert_eq!(machine.handle(reaped(&[(9, ExitStatus::Code(0))], true)), vec![]);
         assert_eq!(
             machine.handle(Event::TimerFired),
-            vec![
-                Action::SignalLeftovers(SIGKILL),
-                Action::ArmTimer(AFTER_KILL)
-            ]
+            vec![Action::SignalLeftovers(SIGKILL), Action::ArmTimer(AFTER_KILL)]
         );
-        assert_eq!(
-            machine.handle(reaped(&[(10, ExitStatus::Signal(9))], false)),
-            vec![Action::Exit(3)]
-        );
+        assert_eq!(machine.handle(reaped(&[(10, ExitStatus::Signal(9))], false)), vec![Action::Exit(3)]);
     }
 
     #[test]
     fn leftovers_that_leave_in_time_end_the_drain_early() {
         let mut machine = with_main();
         machine.handle(reaped(&[(2, ExitStatus::Code(0))], true));
-        assert_eq!(
-            machine.handle(reaped(&[(9, ExitStatus::Signal(15))], false)),
-            vec![Action::Exit(0)]
-        );
-        assert_eq!(
-            machine.handle(Event::TimerFired),
-            vec![],
-            "a stale timer after exit is harmless"
-        );
+        assert_eq!(machine.handle(reaped(&[(9, ExitStatus::Signal(15))], false)), vec![Action::Exit(0)]);
+        assert_eq!(machine.handle(Event::TimerFired), vec![], "a stale timer after exit is harmless");
     }
 
     #[test]
@@ -302,10 +245,7 @@ mod tests {
         machine.handle(reaped(&[(2, ExitStatus::Code(0))], true));
         assert_eq!(
             machine.handle(Event::Signal(SIGINT)),
-            vec![
-                Action::SignalLeftovers(SIGKILL),
-                Action::ArmTimer(AFTER_KILL)
-            ]
+            vec![Action::SignalLeftovers(SIGKILL), Action::ArmTimer(AFTER_KILL)]
         );
         assert_eq!(machine.handle(Event::Signal(SIGUSR1)), vec![]);
     }
@@ -315,20 +255,14 @@ mod tests {
         let mut machine = with_main();
         machine.handle(reaped(&[(2, ExitStatus::Code(5))], true));
         machine.handle(Event::TimerFired);
-        assert_eq!(
-            machine.handle(Event::TimerFired),
-            vec![Action::GiveUpOnLeftovers, Action::Exit(5)]
-        );
+        assert_eq!(machine.handle(Event::TimerFired), vec![Action::GiveUpOnLeftovers, Action::Exit(5)]);
     }
 
     #[test]
     fn idle_init_stops_cleanly_on_term_and_ignores_other_signals() {
         let mut machine = Lifecycle::new(None, ForwardTo::Process, GRACE);
         assert_eq!(machine.handle(Event::Signal(SIGHUP)), vec![]);
-        assert_eq!(
-            machine.handle(reaped(&[(5, ExitStatus::Code(0))], true)),
-            vec![]
-        );
+        assert_eq!(machine.handle(reaped(&[(5, ExitStatus::Code(0))], true)), vec![]);
         assert_eq!(
             machine.handle(Event::Signal(SIGTERM)),
             vec![Action::SignalLeftovers(TERM), Action::ArmTimer(GRACE)]

@@ -29,13 +29,10 @@ pub fn become_subreaper_unless_pid1() {
         return;
     }
     match nix::sys::prctl::set_child_subreaper(true) {
-        Ok(()) => debug!(
-            "not PID 1 (pid {}): registered as child subreaper",
-            std::process::id()
-        ),
-        Err(error) => warn!(
-            "not PID 1 and cannot become a child subreaper ({error}): orphans will not be reaped here"
-        ),
+        Ok(()) => debug!("not PID 1 (pid {}): registered as child subreaper", std::process::id()),
+        Err(error) => {
+            warn!("not PID 1 and cannot become a child subreaper ({error}): orphans will not be reaped here")
+        }
     }
 }
 
@@ -75,9 +72,7 @@ pub async fn supervise(mut signals: Signals, main: Option<Pid>, settings: Settin
                 }
                 Action::ArmTimer(after) => timer = Some(Box::pin(sleep(after))),
                 Action::GiveUpOnLeftovers => {
-                    warn!(
-                        "some processes survived SIGKILL (stuck in the kernel?); exiting without them"
-                    )
+                    warn!("some processes survived SIGKILL (stuck in the kernel?); exiting without them")
                 }
                 Action::Exit(code) => return code,
             }
@@ -86,10 +81,7 @@ pub async fn supervise(mut signals: Signals, main: Option<Pid>, settings: Settin
 }
 
 /// Waits for the next signal or the timer, turning SIGCHLD into a round of reaping.
-async fn next_event(
-    signals: &mut Signals,
-    timer: &mut Option<Pin<Box<Sleep>>>,
-) -> std::io::Result<Event> {
+async fn next_event(signals: &mut Signals, timer: &mut Option<Pin<Box<Sleep>>>) -> std::io::Result<Event> {
     tokio::select! {
         received = signals.recv() => {
             let received = received?;
@@ -119,11 +111,7 @@ fn forward(signo: i32, to: Pid, group: bool) {
             to
         );
     } else {
-        debug!(
-            "could not forward {} to {to}: {}",
-            signals::name(signo),
-            std::io::Error::last_os_error()
-        );
+        debug!("could not forward {} to {to}: {}", signals::name(signo), std::io::Error::last_os_error());
     }
 }
 
@@ -139,11 +127,7 @@ fn log_main_exit(status: ExitStatus) {
     match status {
         ExitStatus::Code(code) => info!("main process exited with code {code}"),
         ExitStatus::Signal(signo) => {
-            info!(
-                "main process was killed by {} (exit code {})",
-                signals::name(signo),
-                status.code()
-            )
+            info!("main process was killed by {} (exit code {})", signals::name(signo), status.code())
         }
     }
 }

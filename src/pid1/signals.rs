@@ -86,10 +86,7 @@ impl Signals {
             let mut guard = self.fd.readable_mut().await?;
             match guard.get_inner_mut().read_signal() {
                 Ok(Some(info)) => {
-                    return Ok(Received {
-                        signo: info.ssi_signo as i32,
-                        sender: info.ssi_pid as i32,
-                    });
+                    return Ok(Received { signo: info.ssi_signo as i32, sender: info.ssi_pid as i32 });
                 }
                 Ok(None) => guard.clear_ready(),
                 Err(nix::errno::Errno::EINTR) => continue,

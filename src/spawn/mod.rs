@@ -51,10 +51,7 @@ impl fmt::Display for SpawnError {
         let program = &self.program;
         match (self.exit_code(), self.program.contains('/')) {
             (exit_code::NOT_FOUND, true) => {
-                write!(
-                    f,
-                    "cannot run `{program}`: it does not exist, or its interpreter (#!) does not"
-                )
+                write!(f, "cannot run `{program}`: it does not exist, or its interpreter (#!) does not")
             }
             (exit_code::NOT_FOUND, false) => write!(
                 f,
@@ -90,10 +87,7 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
         Err(error) => Err(SpawnError {
             program: program.to_string_lossy().into_owned(),
             error,
-            path_var: spec
-                .env
-                .get(std::ffi::OsStr::new("PATH"))
-                .map(|p| p.to_string_lossy().into_owned()),
+            path_var: spec.env.get(std::ffi::OsStr::new("PATH")).map(|p| p.to_string_lossy().into_owned()),
         }),
     }
 }

@@ -58,7 +58,10 @@ fn test() -> Result<(), String> {
 fn demo() -> Result<(), String> {
     let binary = static_build::build()?;
     let script = root().join("fixtures/demo.sh");
-    println!("--- nix2gpu-init as PID 1 in a fresh PID and mount namespace, main process: {}", script.display());
+    println!(
+        "--- nix2gpu-init as PID 1 in a fresh PID and mount namespace, main process: {}",
+        script.display()
+    );
     let status = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
         .arg("mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var && exec \"$@\"")
@@ -69,6 +72,9 @@ fn demo() -> Result<(), String> {
         .arg(&script)
         .status()
         .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
-    println!("--- the init exited with {} (the main process's code)", status.code().map_or("a signal".into(), |c| c.to_string()));
+    println!(
+        "--- the init exited with {} (the main process's code)",
+        status.code().map_or("a signal".into(), |c| c.to_string())
+    );
     Ok(())
 }
