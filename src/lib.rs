@@ -8,6 +8,7 @@ pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod exit_code;
+pub mod graph;
 pub mod logs;
 pub mod pid1;
 pub mod spawn;

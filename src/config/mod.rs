@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use schema::{Config, ForwardTo, LogLevel};
+pub use schema::*;
 
 /// The file read when neither `--config` nor `$NIX2GPU_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/nix2gpu/config.yaml";

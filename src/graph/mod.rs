@@ -1,0 +1,14 @@
+//! Services as a dependency graph: a state machine with no I/O.
+//!
+//! Events come in (a process spawned or ended, a probe result, a log-ready line, a timer, a stop
+//! request); actions go out (spawn, stop, kill, start/stop probes, arm/cancel a timer, finish
+//! with an exit code). The runtime executes the actions and feeds the results back, so start
+//! order, conditions, skips, restarts with backoff, shutdown order and exit codes are decided
+//! here and tested exactly, without processes or real time (every event carries `now`).
+//!
+//! Contract (DESIGN.md): states `pending, starting, running, ready, completed, failed, backoff,
+//! stopping, stopped, skipped, disabled`; exit codes as in "Exit codes".
+
+mod spec;
+
+pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec};
