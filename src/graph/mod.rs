@@ -11,4 +11,4 @@
 
 mod spec;
 
-pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec};
+pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec, Thresholds};

@@ -23,10 +23,10 @@ pub struct NodeSpec {
     pub exit_on_end: bool,
     /// Exit codes that count as success (never empty; default `[0]`).
     pub success_exit_codes: Vec<i32>,
-    /// Readiness is decided by a readiness probe.
-    pub has_readiness_probe: bool,
-    /// A liveness probe runs while the node runs.
-    pub has_liveness_probe: bool,
+    /// Readiness is decided by a readiness probe with these thresholds.
+    pub readiness: Option<Thresholds>,
+    /// A liveness probe with these thresholds runs while the node runs.
+    pub liveness: Option<Thresholds>,
     /// Readiness is (also) a log line; `process_log_ready` needs it.
     pub has_ready_log_line: bool,
     /// Time between the stop request (signal or shutdown command) and SIGKILL.
@@ -35,6 +35,15 @@ pub struct NodeSpec {
     pub disabled: bool,
     /// The `-- CMD` main process: never restarted, its end ends the init with its code.
     pub main: bool,
+}
+
+/// How many consecutive probe results flip a probe's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Consecutive successes to pass (at least 1).
+    pub success: u32,
+    /// Consecutive failures to fail (at least 1).
+    pub failure: u32,
 }
 
 /// The longest restart delay, however many restarts came before.
