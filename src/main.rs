@@ -95,7 +95,16 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
             info!("no main command: supervising until stopped");
             None
         } else {
-            match spawn::spawn(&spawn::Spec { argv: &main, env: &env, foreground: interactive }) {
+            let spec = spawn::Spec {
+                argv: &main,
+                env: &env,
+                working_dir: None,
+                credentials: None,
+                output: spawn::Output::Inherit,
+                main: true,
+                foreground: interactive,
+            };
+            match spawn::spawn(&spec).map(|spawned| spawned.pid) {
                 Ok(pid) => {
                     info!("started main process `{}` (pid {pid})", main[0].to_string_lossy());
                     Some(pid)

@@ -1,85 +1,74 @@
-//! The init's own log lines: `init | message` on stdout, the same framing service output gets
-//! (contract: DESIGN.md "Logs"), so `docker logs` reads as one stream.
+//! Everything that reaches the init's stdout (contract: DESIGN.md "Logs"): service output as
+//! `NAME | line` (or JSON objects), and the init's own messages under the name `init`.
+//!
+//! One writer thread owns stdout. Readers of service pipes hand it batches of whole lines; it
+//! frames them and writes whole lines, so lines are never interleaved mid-line. The thread is
+//! the one deliberate exception to "single-threaded": a write to stdout blocks when the reader
+//! of the container log is slow, and PID 1's event loop must never block (it would stop reaping
+//! and answering signals). The loop hands lines over and moves on; when more than
+//! [`BUFFER_BYTES`] are waiting, service readers pause, the pipes fill, and the services block
+//! in their own writes: backpressure instead of unbounded memory or lost lines.
 
-use std::fmt;
-use std::io::IsTerminal;
+mod framing;
+mod init_layer;
+mod output;
+mod pump;
+mod recent;
 
-use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use crate::config::LogLevel;
+pub use framing::{LineSplitter, MAX_LINE};
+pub use init_layer::{LEVEL_ENV, effective_level, init};
+pub use output::{BUFFER_BYTES, Output, Style};
+pub use pump::{PARTIAL_LINE_QUIET, PumpEvent, PumpTarget, pump};
+pub use recent::Recent;
 
 /// The name the init's own lines carry.
 pub const INIT_NAME: &str = "init";
-/// Environment variable that sets the level, overriding the config file.
-pub const LEVEL_ENV: &str = "NIX2GPU_LOG";
 
-/// Formats one event as a single `init | [warning: ]message key=value` line.
-struct InitLine {
-    /// Colour only when stdout is a terminal, never into a container log.
-    colour: bool,
+/// Which of a process's streams a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
 }
 
-impl<S, N> FormatEvent<S, N> for InitLine
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        write!(writer, "{INIT_NAME} | ")?;
-        let (label, colour) = match *event.metadata().level() {
-            Level::ERROR => ("error: ", "\x1b[31m"),
-            Level::WARN => ("warning: ", "\x1b[33m"),
-            Level::DEBUG => ("debug: ", "\x1b[2m"),
-            Level::TRACE => ("trace: ", "\x1b[2m"),
-            Level::INFO => ("", ""),
-        };
-        if self.colour && !colour.is_empty() {
-            write!(writer, "{colour}{label}\x1b[0m")?;
-        } else {
-            write!(writer, "{label}")?;
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
         }
-        ctx.field_format().format_fields(writer.by_ref(), event)?;
-        writeln!(writer)
     }
 }
 
-/// The effective level: `$NIX2GPU_LOG` if it names a level, else the config's, else info.
-/// An unreadable `$NIX2GPU_LOG` is returned so the caller can warn about it once logging works.
-pub fn effective_level(configured: Option<LogLevel>) -> (LogLevel, Option<String>) {
-    match std::env::var(LEVEL_ENV) {
-        Ok(value) => match LogLevel::from_name(&value) {
-            Some(level) => (level, None),
-            None => (configured.unwrap_or(LogLevel::Info), Some(value)),
-        },
-        Err(_) => (configured.unwrap_or(LogLevel::Info), None),
-    }
+/// Whole lines read at once from one stream of one process.
+#[derive(Debug)]
+pub struct Batch {
+    pub name: Arc<str>,
+    pub stream: Stream,
+    pub time: SystemTime,
+    /// Lines, each ending in `\n`, none longer than [`MAX_LINE`].
+    text: Vec<u8>,
 }
 
-/// Installs the global subscriber that writes the init's lines to stdout.
-pub fn init(level: LogLevel) {
-    let max = match level {
-        LogLevel::Trace => Level::TRACE,
-        LogLevel::Debug => Level::DEBUG,
-        LogLevel::Info => Level::INFO,
-        LogLevel::Warn => Level::WARN,
-        LogLevel::Error => Level::ERROR,
-    };
-    let colour = std::io::stdout().is_terminal();
-    // A second installation can only happen in tests that share a process; keeping the first
-    // subscriber is correct then, so the error is deliberately ignored.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(max)
-        // Our formatter colours on its own; tracing's ANSI support is not compiled in.
-        .with_ansi(false)
-        .event_format(InitLine { colour })
-        .with_writer(std::io::stdout)
-        .try_init();
+impl Batch {
+    /// `text` must be whole lines, each ending in `\n` (what [`LineSplitter`] produces).
+    pub fn new(name: Arc<str>, stream: Stream, text: Vec<u8>) -> Self {
+        Self { name, stream, time: SystemTime::now(), text }
+    }
+
+    /// The lines, without their newlines.
+    pub fn lines(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
+        self.text.strip_suffix(b"\n").unwrap_or(&self.text).split(|b| *b == b'\n')
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.text.iter().filter(|b| **b == b'\n').count()
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.text.len()
+    }
 }

@@ -1,30 +1,70 @@
 //! Process creation: std `Command` plus what must happen between fork and exec.
 //!
 //! `tokio::process` is not used: its own waiting races the init's single reaper (crates.md
-//! §1.4). The child's setup runs in `pre_exec`, after std's own steps, in this order: its own
-//! process group, the terminal's foreground (when asked), then an empty signal mask (the init
-//! blocks the signals it reads through its signalfd, and a mask survives exec).
+//! §1.4). The child's setup runs in `pre_exec`, after std's own steps (environment, working
+//! directory), in this order: a process group of its own (a new session for services, so a
+//! service can never touch the container's terminal; the main process stays in the init's
+//! session so it can be handed the terminal's foreground), the terminal (when asked), then the
+//! privilege drop (supplementary groups, gid, uid: in that order, or the drop would fail), and
+//! last an empty signal mask (the init blocks the signals it reads through its signalfd, and a
+//! mask survives exec). std's own `.uid()`/`.gid()` are not used: they run before `pre_exec`.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use nix::errno::Errno;
-use nix::unistd::{Pid, getpgrp, setpgid, tcsetpgrp};
+use nix::unistd::{Gid, Pid, Uid, getpgrp, setgid, setgroups, setpgid, setsid, setuid, tcsetpgrp};
 
 use crate::exit_code;
 use crate::pid1::signals;
+
+/// The identity a process runs as, resolved from /etc/passwd and /etc/group by our own parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups; replaced whole, so the init's own never leak to the process.
+    pub groups: Vec<u32>,
+}
+
+/// Where the process's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The init's own (the main process, as with tini).
+    Inherit,
+    /// Pipes the init reads and frames as `NAME | line` (services).
+    Capture,
+    /// /dev/null (probes, shutdown commands).
+    Discard,
+}
 
 /// What to start.
 pub struct Spec<'a> {
     pub argv: &'a [OsString],
     pub env: &'a BTreeMap<OsString, OsString>,
+    pub working_dir: Option<&'a Path>,
+    pub credentials: Option<&'a Credentials>,
+    pub output: Output,
+    /// The main process: stays in the init's session (so it can own the terminal) and keeps
+    /// the init's stdin. Everything else gets a session of its own and /dev/null as stdin.
+    pub main: bool,
     /// Hand the terminal on stdin to the child's process group (interactive main process).
     pub foreground: bool,
+}
+
+/// A started process.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: Pid,
+    /// The read ends of its stdout and stderr, with [`Output::Capture`].
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 /// Why a program could not be started.
@@ -63,32 +103,69 @@ impl fmt::Display for SpawnError {
     }
 }
 
-/// Starts the program. The child leads its own process group and starts with an empty signal
-/// mask; the caller owns its exit status through the reaper.
-pub fn spawn(spec: &Spec<'_>) -> Result<Pid, SpawnError> {
+/// Starts the program. The caller owns its exit status through the reaper.
+pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().cloned().unwrap_or_default();
     let mut command = Command::new(&program);
-    command.args(&spec.argv[1..]).env_clear().envs(spec.env);
-    let foreground = spec.foreground;
+    command.args(spec.argv.get(1..).unwrap_or_default()).env_clear().envs(spec.env);
+    if let Some(dir) = spec.working_dir {
+        command.current_dir(dir);
+    }
+    let (out, err) = match spec.output {
+        Output::Inherit => (Stdio::inherit(), Stdio::inherit()),
+        Output::Capture => (Stdio::piped(), Stdio::piped()),
+        Output::Discard => (Stdio::null(), Stdio::null()),
+    };
+    command.stdout(out).stderr(err);
+    if !spec.main {
+        command.stdin(Stdio::null());
+    }
+    let setup = ChildSetup { main: spec.main, foreground: spec.foreground, credentials: spec.credentials.cloned() };
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setpgid, getpgrp, tcsetpgrp, sigprocmask); it allocates
-    // nothing and touches no lock.
+    // async-signal-safe system calls; the credentials were cloned before the fork, so it
+    // allocates nothing and touches no lock.
     unsafe {
-        command.pre_exec(move || {
-            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-            if foreground {
-                take_terminal()?;
-            }
-            signals::unblock_in_child()
-        });
+        command.pre_exec(move || setup.apply());
     }
     match command.spawn() {
-        Ok(child) => Ok(Pid::from_raw(child.id() as i32)),
+        Ok(mut child) => Ok(Spawned {
+            pid: Pid::from_raw(child.id() as i32),
+            stdout: child.stdout.take().map(OwnedFd::from),
+            stderr: child.stderr.take().map(OwnedFd::from),
+        }),
         Err(error) => Err(SpawnError {
             program: program.to_string_lossy().into_owned(),
             error,
-            path_var: spec.env.get(std::ffi::OsStr::new("PATH")).map(|p| p.to_string_lossy().into_owned()),
+            path_var: spec.env.get(OsStr::new("PATH")).map(|p| p.to_string_lossy().into_owned()),
         }),
+    }
+}
+
+/// What the child does to itself between fork and exec.
+struct ChildSetup {
+    main: bool,
+    foreground: bool,
+    credentials: Option<Credentials>,
+}
+
+impl ChildSetup {
+    /// Only async-signal-safe calls: this runs in the forked child.
+    fn apply(&self) -> io::Result<()> {
+        if self.main {
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            if self.foreground {
+                take_terminal()?;
+            }
+        } else {
+            setsid()?;
+        }
+        if let Some(credentials) = &self.credentials {
+            let groups: Vec<Gid> = credentials.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            setgroups(&groups)?;
+            setgid(Gid::from_raw(credentials.gid))?;
+            setuid(Uid::from_raw(credentials.uid))?;
+        }
+        signals::unblock_in_child()
     }
 }
 

@@ -1,0 +1,108 @@
+//! Cutting a byte stream into lines: complete lines pass through, a very long line is split
+//! into pieces of at most [`MAX_LINE`] bytes (so one line cannot grow memory without bound),
+//! and a partial line waits for its end until the caller flushes it.
+
+/// The longest line kept whole; longer lines continue on the next output line.
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// Keeps the unfinished tail of a stream between reads.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Appends `data` and moves every complete line (each ending in `\n`) into `lines`.
+    pub fn push(&mut self, data: &[u8], lines: &mut Vec<u8>) {
+        let mut rest = data;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (line, after) = rest.split_at(end + 1);
+            if self.partial.is_empty() {
+                push_pieces(&line[..line.len() - 1], lines);
+            } else {
+                self.partial.extend_from_slice(&line[..line.len() - 1]);
+                push_pieces(&self.partial, lines);
+                self.partial.clear();
+            }
+            rest = after;
+        }
+        self.partial.extend_from_slice(rest);
+        if self.partial.len() >= MAX_LINE {
+            let whole = self.partial.len() / MAX_LINE * MAX_LINE;
+            push_pieces(&self.partial[..whole], lines);
+            self.partial.drain(..whole);
+        }
+    }
+
+    /// Whether an unfinished line is waiting.
+    pub fn has_partial(&self) -> bool {
+        !self.partial.is_empty()
+    }
+
+    /// Ends the unfinished line (after a quiet period, or at end of stream).
+    pub fn flush(&mut self, lines: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            push_pieces(&self.partial, lines);
+            self.partial.clear();
+        }
+    }
+}
+
+/// Appends `line` (without its newline) as pieces of at most [`MAX_LINE`] bytes, each ending in
+/// `\n`. A trailing `\r` (CRLF output) is dropped.
+fn push_pieces(line: &[u8], lines: &mut Vec<u8>) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        lines.push(b'\n');
+        return;
+    }
+    for piece in line.chunks(MAX_LINE) {
+        lines.extend_from_slice(piece);
+        lines.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]], flush: bool) -> Vec<String> {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            splitter.push(chunk, &mut lines);
+        }
+        if flush {
+            splitter.flush(&mut lines);
+        }
+        String::from_utf8(lines).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn lines_across_reads_are_joined() {
+        assert_eq!(split(&[b"hel", b"lo\nwor", b"ld\n"], false), ["hello", "world"]);
+    }
+
+    #[test]
+    fn partial_line_waits_until_flushed() {
+        assert_eq!(split(&[b"a\npartial"], false), ["a"]);
+        assert_eq!(split(&[b"a\npartial"], true), ["a", "partial"]);
+    }
+
+    #[test]
+    fn crlf_and_empty_lines() {
+        assert_eq!(split(&[b"dos\r\n\nend\n"], false), ["dos", "", "end"]);
+    }
+
+    #[test]
+    fn long_lines_are_split_and_memory_stays_bounded() {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        for _ in 0..64 {
+            splitter.push(&[b'x'; 16 * 1024], &mut lines);
+            assert!(splitter.partial.len() < MAX_LINE);
+        }
+        assert_eq!(lines.len(), 64 * (MAX_LINE + 1));
+        assert!(lines.split(|b| *b == b'\n').all(|l| l.len() <= MAX_LINE));
+    }
+}

@@ -1,0 +1,94 @@
+//! Reading one stream of one process: whole lines go to the output and to the node's recent
+//! lines; a partial line is flushed after a short quiet period or at the end of the stream; the
+//! first line matching the node's `ready_log_line` is reported.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use regex_lite::Regex;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Batch, LineSplitter, Output, Recent, Stream};
+
+/// How long an unfinished line (a prompt, a progress bar) waits for its end before it is shown.
+pub const PARTIAL_LINE_QUIET: Duration = Duration::from_millis(200);
+const READ_SIZE: usize = 64 * 1024;
+
+/// What a pump tells the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PumpEvent {
+    /// Node `0` printed a line matching its `ready_log_line`.
+    LogReady(usize),
+}
+
+/// Where a pump's lines go.
+pub struct PumpTarget {
+    pub node: usize,
+    pub name: Arc<str>,
+    pub stream: Stream,
+    pub output: Output,
+    pub recent: Arc<Mutex<Recent>>,
+    /// Matched against each line until the first match.
+    pub ready: Option<Regex>,
+    pub events: UnboundedSender<PumpEvent>,
+}
+
+/// Reads `fd` until end of stream. A read error ends the pump like end of stream does: the
+/// process's exit is reported by the reaper either way.
+pub async fn pump(fd: OwnedFd, mut target: PumpTarget) {
+    let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else { return };
+    let mut splitter = LineSplitter::default();
+    let mut buffer = vec![0; READ_SIZE];
+    loop {
+        let mut lines = Vec::new();
+        let ended = if splitter.has_partial() {
+            tokio::select! {
+                read = pipe.read(&mut buffer) => take(read, &buffer, &mut splitter, &mut lines),
+                () = tokio::time::sleep(PARTIAL_LINE_QUIET) => {
+                    splitter.flush(&mut lines);
+                    false
+                }
+            }
+        } else {
+            take(pipe.read(&mut buffer).await, &buffer, &mut splitter, &mut lines)
+        };
+        if ended {
+            splitter.flush(&mut lines);
+        }
+        deliver(&mut target, lines).await;
+        if ended {
+            return;
+        }
+    }
+}
+
+/// Feeds one read into the splitter; returns whether the stream ended.
+fn take(read: std::io::Result<usize>, buffer: &[u8], splitter: &mut LineSplitter, lines: &mut Vec<u8>) -> bool {
+    match read {
+        Ok(0) | Err(_) => true,
+        Ok(count) => {
+            splitter.push(&buffer[..count], lines);
+            false
+        }
+    }
+}
+
+async fn deliver(target: &mut PumpTarget, lines: Vec<u8>) {
+    if lines.is_empty() {
+        return;
+    }
+    let batch = Arc::new(Batch::new(Arc::clone(&target.name), target.stream, lines));
+    if let Some(pattern) = &target.ready {
+        if batch.lines().any(|line| pattern.is_match(&String::from_utf8_lossy(line))) {
+            let _ = target.events.send(PumpEvent::LogReady(target.node));
+            target.ready = None;
+        }
+    }
+    if let Ok(mut recent) = target.recent.lock() {
+        recent.push(Arc::clone(&batch));
+    }
+    target.output.send(batch).await;
+}
