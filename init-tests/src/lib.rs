@@ -316,3 +316,45 @@ pub fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name);
     path.canonicalize().unwrap_or(path).to_string_lossy().into_owned()
 }
+
+/// Writes `yaml` to a fresh temporary config file and returns its path; the file is removed
+/// when the returned guard is dropped.
+pub fn config_file(yaml: &str) -> TempConfig {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "nix2gpu-test-{}-{}.yaml",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::write(&path, yaml).expect("temp dir is writable");
+    TempConfig(path)
+}
+
+/// A config file that is deleted when dropped.
+pub struct TempConfig(pub PathBuf);
+
+impl TempConfig {
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// The index of the first line containing `needle`, failing the test with the output if none.
+pub fn position(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line containing {needle:?} in:\n{}", lines.join("\n")))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind")
+}

@@ -191,7 +191,7 @@ fn boot_prepares_runtime_dirs_and_the_environment() {
 
 #[test]
 fn without_root_the_boot_steps_degrade_with_warnings() {
-    let mut command = Launch::new(&["--", "sh", "-c", "echo still running"]).as_plain_process().command();
+    let command = Launch::new(&["--", "sh", "-c", "echo still running"]).as_plain_process().command();
     let init = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
     let output = std::process::Command::new("setpriv")
