@@ -24,7 +24,60 @@ use super::notes::note;
 use super::spec::{NodeId, NodeSpec};
 use super::state::{Node, NodeState, NodeStatus};
 
-/// The dependency graph of services; see the module documentation.
+/// The dependency graph of services, as a state machine with no I/O.
+///
+/// The runtime feeds every [`Event`] to [`Graph::handle`] with the time it happened and executes
+/// the returned [`Action`]s in order. The contract, in full:
+///
+/// **Start.** `Start` makes disabled nodes `disabled` and spawns (`starting`) every node whose
+/// dependency conditions are met. The runtime answers each `Spawn` with `Spawned` or
+/// `SpawnFailed` before executing the next action. `Spawned` starts the node's probes (if it has
+/// any) and makes it `running`, unless it has a readiness probe or a ready log line: then it
+/// stays `starting` until ready. A node without readiness criterion is ready, and counts as
+/// healthy for `process_healthy`, as soon as it runs.
+///
+/// **Readiness.** `success` consecutive ok readiness results make the node `ready`; once ready,
+/// `failure` consecutive failures make it `running` and not ready, and successes make it ready
+/// again. Readiness never restarts a node. Without a readiness probe, `LogReady` makes a
+/// `starting` node with a ready line `ready`; with one, the log line only meets
+/// `process_log_ready`.
+///
+/// **Liveness.** `failure` consecutive failures stop the node (`stopping`, `Stop`, a `Kill` timer
+/// of its `shutdown_timeout`); its exit then counts as a failure for the restart policy,
+/// whatever its code. Liveness results are ignored during shutdown.
+///
+/// **Conditions** gate only the start and are sticky once met: `process_started` (the
+/// dependency was spawned once), `process_healthy` (ready once), `process_log_ready` (printed
+/// its ready line once), `process_completed` (ended for good, any code),
+/// `process_completed_successfully` (ended for good, `completed`). One that can never be met
+/// skips the dependent, with a reason naming the dependency, and the skip cascades.
+///
+/// **Ends.** Success means the code is in `success_exit_codes`. `no`: ends for good (`completed`
+/// or `failed`); `always`: restarts; `on_failure`: restarts failures; `exit_on_failure`: a
+/// failure shuts the init down with its code. With `max_restarts: n`, the end after the n-th
+/// restart is final. A restart is `backoff` and a `Restart` timer of `backoff * 2^(k-1)` capped
+/// at [`BACKOFF_CAP`](super::BACKOFF_CAP), `k` counting consecutive restarts and starting over
+/// when the process had stayed up [`BACKOFF_RESET_AFTER`](super::BACKOFF_RESET_AFTER).
+/// `exit_on_end` shuts down with 0 for a success, else the code. The main process is never
+/// restarted; its end shuts down with its `status.code()`. A node whose end shuts down ends
+/// `completed`/`failed`, not restarted. A failure that shuts down by `exit_on_failure` or
+/// `exit_on_end` never makes the init exit 0: its code 0 (not a success code, or after a failed
+/// liveness probe) becomes 1.
+///
+/// **Shutdown** (`Stop`, or an end as above): the first trigger decides the exit code (`Stop`:
+/// 0). Restart timers are cancelled; `pending` and `backoff` nodes become `stopped`. A live node
+/// is stopped (`StopProbes`, `Stop`, `Kill` timer) once none of its dependents is live or
+/// stopping; independent nodes stop in parallel. The kill timer sends `Kill`; a node still there
+/// [`AFTER_KILL`](crate::pid1::lifecycle::AFTER_KILL) later is given up on (`stopped`). Nodes that
+/// end on their own are not restarted. A second `Stop` kills everything left at once.
+///
+/// **Finish.** `Finished` goes out exactly once: during shutdown when nothing is live or
+/// stopping (with the decided code); otherwise when every node is `completed`, `failed`,
+/// `skipped` or `disabled`: 0 if none failed or was skipped, else 1. An empty graph finishes
+/// only on `Stop`. After `Finished` every event is ignored.
+///
+/// **Robustness.** Events for unknown nodes, nodes without a process, probe kinds a node does not
+/// have, and stale timers change nothing and return no actions. Nothing here panics.
 #[derive(Debug, Clone)]
 pub struct Graph {
     pub(super) nodes: Vec<Node>,
