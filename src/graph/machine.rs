@@ -68,7 +68,7 @@ use super::state::{Node, NodeState, NodeStatus};
 /// 0). Restart timers are cancelled; `pending` and `backoff` nodes become `stopped`. A live node
 /// is stopped (`StopProbes`, `Stop`, `Kill` timer) once none of its dependents is live or
 /// stopping; independent nodes stop in parallel. The kill timer sends `Kill`; a node still there
-/// [`AFTER_KILL`](crate::pid1::lifecycle::AFTER_KILL) later is given up on (`stopped`). Nodes that
+/// [`AFTER_KILL`](crate::pid1::drain::AFTER_KILL) later is given up on (`stopped`). Nodes that
 /// end on their own are not restarted. A second `Stop` kills everything left at once.
 ///
 /// **Finish.** `Finished` goes out exactly once: during shutdown when nothing is live or
@@ -686,7 +686,7 @@ mod tests {
             vec![
                 warn(0, "did not stop within 10s, killing"),
                 Action::Kill { node: 0 },
-                arm_kill(0, crate::pid1::lifecycle::AFTER_KILL),
+                arm_kill(0, crate::pid1::drain::AFTER_KILL),
             ]
         );
         assert_eq!(h.fire(TimerId::Kill(0)), vec![], "outside shutdown the graph waits for the exit");

@@ -17,7 +17,7 @@ use super::machine::Graph;
 use super::notes::{self, note};
 use super::spec::NodeId;
 use super::state::NodeState;
-use crate::pid1::lifecycle::AFTER_KILL;
+use crate::pid1::drain::AFTER_KILL;
 
 impl Graph {
     /// A shutdown request. The first begins the shutdown (exit code 0 unless a trigger came
