@@ -8,6 +8,17 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The identity a process is started with: the runtime calls setgroups, setgid and setuid with
+/// these, in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: the primary group, then every group of /etc/group that lists the
+    /// user's name as a member (what initgroups(3) would set).
+    pub groups: Vec<u32>,
+}
+
 /// Where the account databases are: /etc/passwd and /etc/group, or fixtures in tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountFiles {

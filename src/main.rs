@@ -7,8 +7,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
+use nix2gpu_init::accounts::AccountFiles;
 use nix2gpu_init::cli::{self, Command};
-use nix2gpu_init::config::{self, AccountFiles, Config, Plan};
+use nix2gpu_init::config::{self, Config, Plan};
 use nix2gpu_init::graph::Graph;
 use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
@@ -50,9 +51,13 @@ fn main() {
 /// `nix2gpu-init check`: every error of every file on stderr, 78 if there was any.
 fn check(configs: &[PathBuf]) -> i32 {
     let sources = config::sources(configs);
-    match config::check(&sources, &startup_env(), &AccountFiles::system()) {
+    match config::check(&sources, &startup_env(), &AccountFiles::default()) {
         Ok((_, plan)) => {
-            println!("configuration is valid: {} file(s), {} process(es)", sources.len(), plan.services.len());
+            println!(
+                "configuration is valid: {} file(s), {} process(es)",
+                sources.len(),
+                plan.services.len()
+            );
             0
         }
         Err(errors) => {
@@ -91,7 +96,12 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     let style = Style {
         format: config.nix2gpu.log.format.unwrap_or_default(),
         timestamps: config.nix2gpu.log.timestamps.unwrap_or(false),
-        name_width: specs.iter().map(|spec| spec.name.len()).chain([logs::INIT_NAME.len()]).max().unwrap_or(0),
+        name_width: specs
+            .iter()
+            .map(|spec| spec.name.len())
+            .chain([logs::INIT_NAME.len()])
+            .max()
+            .unwrap_or(0),
     };
     let output = match Output::start(style) {
         Ok(output) => output,
@@ -110,8 +120,11 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     if specs.is_empty() {
         info!("no main command and no services: supervising until stopped");
     }
-    let settings =
-        supervisor::Settings { forward_to: config.forward_to(), grace: config.shutdown_timeout(), interactive };
+    let settings = supervisor::Settings {
+        forward_to: config.forward_to(),
+        grace: config.shutdown_timeout(),
+        interactive,
+    };
     let code = runtime.block_on(async {
         match signals::Signals::open() {
             Ok(signals) => supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings).await,
@@ -131,7 +144,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
 /// Loads and plans the configuration, then sets up logging from it. Config errors are logged
 /// (with the default level, since the configured one is unknown) and give `None`.
 fn load_config(configs: &[PathBuf], env: &BTreeMap<OsString, OsString>) -> Option<(Config, Plan)> {
-    match config::check(&config::sources(configs), env, &AccountFiles::system()) {
+    match config::check(&config::sources(configs), env, &AccountFiles::default()) {
         Ok((config, plan)) => {
             let (level, unreadable) = logs::effective_level(config.log_level);
             logs::init(level);

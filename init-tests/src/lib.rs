@@ -218,6 +218,27 @@ impl Init {
         }
     }
 
+    /// Waits for a line of service `name` (however its name is padded) containing `text`.
+    pub fn wait_for_service_line(&mut self, name: &str, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = self.output().iter().find(|line| is_service_line(line, name, text)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{name} | ...{text}...` line; output:\n{}",
+                self.seen.join("\n")
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The text of every line service `name` wrote so far.
+    pub fn service_lines(&mut self, name: &str) -> Vec<String> {
+        self.output().iter().filter_map(|line| split_service_line(line, name)).collect()
+    }
+
     /// Waits for the init to exit and returns its exit code (failing on death by signal).
     pub fn wait_exit(&mut self) -> i32 {
         self.wait_exit_within(PATIENCE)
@@ -344,6 +365,16 @@ impl Drop for TempConfig {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
+}
+
+/// The text of a `NAME | text` line of service `name` (names are padded to a common width).
+pub fn split_service_line(line: &str, name: &str) -> Option<String> {
+    let (prefix, text) = line.split_once(" | ")?;
+    (prefix.trim_end() == name).then(|| text.to_string())
+}
+
+fn is_service_line(line: &str, name: &str, text: &str) -> bool {
+    split_service_line(line, name).is_some_and(|t| t.contains(text))
 }
 
 /// The index of the first line containing `needle`, failing the test with the output if none.

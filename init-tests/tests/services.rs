@@ -33,10 +33,10 @@ processes:
     let mut init = launch.start();
     assert_eq!(init.wait_exit(), 0, "every process completed successfully");
     let lines = init.output().to_vec();
-    let base = position(&lines, "base | base started");
-    let left = position(&lines, "left | left started");
-    let right = position(&lines, "right | right started");
-    let top = position(&lines, "top | top started");
+    let base = position(&lines, "base started");
+    let left = position(&lines, "left started");
+    let right = position(&lines, "right started");
+    let top = position(&lines, "top started");
     assert!(base < left && base < right && left < top && right < top, "{lines:#?}");
 }
 
@@ -89,7 +89,7 @@ processes:
     );
     let (_config, launch) = with_config(&yaml);
     let mut init = launch.start();
-    init.wait_for_line("after | all three ready");
+    init.wait_for_service_line("after", "all three ready");
     let lines = init.output().to_vec();
     let after = position(&lines, "all three ready");
     for ready in ["flag: ready", "http: ready", "tcp: ready"] {
@@ -136,7 +136,7 @@ processes:
 "#,
     );
     let mut init = launch.start();
-    init.wait_for_line("app | app started");
+    init.wait_for_service_line("app", "app started");
     let lines = init.output().to_vec();
     assert!(position(&lines, "ready to accept") < position(&lines, "app started"), "{lines:#?}");
     init.signal(Signal::SIGTERM);
@@ -156,10 +156,13 @@ processes:
     let mut init = launch.start();
     assert_eq!(init.wait_exit(), 1);
     let lines = init.output().to_vec();
-    let attempts = lines.iter().filter(|l| l.ends_with("| attempt")).count();
+    let attempts = init.service_lines("crashy").iter().filter(|l| *l == "attempt").count();
     assert_eq!(attempts, 5, "one run and four restarts: {lines:#?}");
     for delay in ["0.1s", "0.2s", "0.4s", "0.8s"] {
-        assert!(lines.iter().any(|l| l.contains("restarting in") && l.contains(delay)), "{delay}: {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains("restarting in") && l.contains(delay)),
+            "{delay}: {lines:#?}"
+        );
     }
 }
 
@@ -175,11 +178,11 @@ processes:
 "#,
     );
     let mut init = launch.start();
-    init.wait_for_line("svc | run");
+    init.wait_for_service_line("svc", "run");
     // The probe removes the file: the first check passes, the second fails.
     init.wait_for_line("liveness");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while init.output().iter().filter(|l| l.ends_with("svc | run")).count() < 2 {
+    while init.service_lines("svc").iter().filter(|l| *l == "run").count() < 2 {
         assert!(Instant::now() < deadline, "no restart: {:?}", init.output());
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -230,7 +233,7 @@ processes:
 "#,
     );
     let mut init = launch.start();
-    init.wait_for_line("web | web up");
+    init.wait_for_service_line("web", "web up");
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
     let lines = init.output().to_vec();
@@ -252,7 +255,7 @@ processes:
 "#,
     );
     let mut init = launch.start();
-    init.wait_for_line("stubborn | ignoring");
+    init.wait_for_service_line("stubborn", "ignoring");
     let stopping = Instant::now();
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
@@ -267,7 +270,7 @@ fn a_second_sigterm_kills_at_once() {
         "processes:\n  stubborn:\n    command: trap '' TERM; echo ignoring; exec sleep 1000\n    shutdown: {timeout_seconds: 30}\n",
     );
     let mut init = launch.start();
-    init.wait_for_line("stubborn | ignoring");
+    init.wait_for_service_line("stubborn", "ignoring");
     let stopping = Instant::now();
     init.signal(Signal::SIGTERM);
     init.wait_for_line("stopping");
@@ -282,9 +285,9 @@ fn a_main_command_runs_beside_services_and_its_code_wins() {
         "processes:\n  side:\n    command: trap 'echo side stopped; exit 0' TERM; echo side up; sleep 1000 & wait\n",
     );
     let mut init = Launch::new(&["--config", config.path(), "--", "sh", "-c", "sleep 0.3; exit 9"]).start();
-    init.wait_for_line("side | side up");
+    init.wait_for_service_line("side", "side up");
     assert_eq!(init.wait_exit(), 9);
-    init.wait_for_line("side | side stopped");
+    init.wait_for_service_line("side", "side stopped");
 }
 
 #[test]
@@ -292,7 +295,7 @@ fn two_hundred_processes_writing_at_once_produce_no_torn_lines() {
     let mut yaml = String::from("processes:\n");
     for i in 0..200 {
         yaml.push_str(&format!(
-            "  p{i:03}:\n    command: i=0; while [ $i -lt 50 ]; do echo p{i:03}-line-$i-abcdefghijklmnopqrstuvwxyz; i=$((i+1)); done\n"
+            "  p{i:03}:\n    command: i=0; while [ $$i -lt 50 ]; do echo p{i:03}-line-$$i-abcdefghijklmnopqrstuvwxyz; i=$$((i+1)); done\n"
         ));
     }
     let (_config, launch) = with_config(&yaml);
@@ -303,7 +306,10 @@ fn two_hundred_processes_writing_at_once_produce_no_torn_lines() {
     assert_eq!(service_lines.len(), 200 * 50, "every line arrived once");
     for line in service_lines {
         let (name, text) = line.split_once(" | ").expect("framed");
-        assert!(text.starts_with(name.trim()) && text.ends_with("-abcdefghijklmnopqrstuvwxyz"), "torn: {line}");
+        assert!(
+            text.starts_with(name.trim()) && text.ends_with("-abcdefghijklmnopqrstuvwxyz"),
+            "torn: {line}"
+        );
     }
 }
 
@@ -315,24 +321,30 @@ fn a_one_mebibyte_line_is_split_and_memory_stays_bounded() {
     let mut init = launch.start();
     assert_eq!(init.wait_exit(), 0);
     let lines = init.output().to_vec();
-    let pieces: Vec<&String> = lines.iter().filter(|l| l.starts_with("big | x")).collect();
-    let total: usize = pieces.iter().map(|l| l.len() - "big | ".len()).sum();
+    let pieces: Vec<String> = init.service_lines("big").into_iter().filter(|l| l.starts_with('x')).collect();
+    let total: usize = pieces.iter().map(String::len).sum();
     assert_eq!(total, 1024 * 1024, "every byte arrived");
     assert!(pieces.len() >= 64, "the line was split into pieces: {}", pieces.len());
     let hwm = position(&lines, "VmHWM");
-    let kib: usize = lines[hwm].split_whitespace().rev().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM kB");
+    let kib: usize =
+        lines[hwm].split_whitespace().rev().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM kB");
     assert!(kib < 16 * 1024, "PID 1 peaked at {kib} kB");
 }
 
 #[test]
 fn json_log_format_gives_one_object_per_line() {
-    let (_config, launch) =
-        with_config("nix2gpu:\n  log: {format: json}\nprocesses:\n  svc: {command: echo hello; echo oops >&2}\n");
+    let (_config, launch) = with_config(
+        "nix2gpu:\n  log: {format: json}\nprocesses:\n  svc: {command: echo hello; echo oops >&2}\n",
+    );
     let mut init = launch.start();
     assert_eq!(init.wait_exit(), 0);
     let lines = init.output().to_vec();
     let hello = &lines[position(&lines, "\"hello\"")];
-    assert!(hello.contains("\"name\":\"svc\"") && hello.contains("\"stream\":\"stdout\"") && hello.contains("\"ts\":"));
+    assert!(
+        hello.contains("\"name\":\"svc\"")
+            && hello.contains("\"stream\":\"stdout\"")
+            && hello.contains("\"ts\":")
+    );
     let oops = &lines[position(&lines, "\"oops\"")];
     assert!(oops.contains("\"stream\":\"stderr\""), "{oops}");
     assert!(lines.iter().all(|l| l.starts_with('{') && l.ends_with('}')), "{lines:#?}");
@@ -345,5 +357,5 @@ fn services_run_as_their_user_and_in_their_working_dir() {
     );
     let mut init = launch.start();
     assert_eq!(init.wait_exit(), 0);
-    init.wait_for_line("who | 65534:65534:65534 /tmp");
+    init.wait_for_service_line("who", "65534:65534:65534 /tmp");
 }

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use crate::accounts::AccountFiles;
 
+pub use crate::accounts::Credentials;
 pub use expand::expand;
 pub use plan::{
     DEFAULT_BACKOFF, DEFAULT_LOG_LENGTH, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, Plan, Service, plan,
@@ -56,7 +57,6 @@ pub use probe::{
 };
 pub use provenance::Provenance;
 pub use schema::*;
-pub use user::Credentials;
 
 /// The file read when neither `--config` nor `$NIX2GPU_CONFIG` names one.
 pub const DEFAULT_PATH: &str = "/etc/nix2gpu/config.yaml";

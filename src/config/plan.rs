@@ -17,8 +17,9 @@ use super::expand::expand;
 use super::locate::KeyPath;
 use super::probe::{self, ProbePlan};
 use super::provenance::Issue;
-use super::user::{self, AccountDb, Credentials};
+use super::user::{self, AccountDb};
 use super::{Config, ConfigError, Process, env_file, sorted, validate};
+use crate::accounts::Credentials;
 
 /// Lines of output kept per process when `log_length` is not set.
 pub const DEFAULT_LOG_LENGTH: usize = 1000;

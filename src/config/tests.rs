@@ -337,8 +337,7 @@ fn reserved_names() {
         "processes:\n  sshd:\n    command: x\n",
         (2, 3),
         "\"sshd\"",
-        "processes.sshd: `sshd` is the name of a built-in node; disable the built-in (nix2gpu.ssh.enable: false) \
-         to define your own, or pick another name",
+        "processes.sshd: `sshd` is reserved: it is the name of the built-in sshd node; pick another name",
     );
 }
 

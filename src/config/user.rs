@@ -3,20 +3,9 @@
 
 use std::cell::OnceCell;
 
-use crate::accounts::{Account, AccountFiles, Group};
+use crate::accounts::{Account, AccountFiles, Credentials, Group};
 
 use super::suggest;
-
-/// The identity a process is started with: the runtime calls setgroups, setgid and setuid with
-/// these, in that order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups: the primary group, then every group of /etc/group that lists the
-    /// user's name as a member (what initgroups(3) would set).
-    pub groups: Vec<u32>,
-}
 
 /// The account files, each read at most once, and only when a `user` needs it.
 pub(super) struct AccountDb<'a> {

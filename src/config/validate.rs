@@ -13,13 +13,15 @@ use super::provenance::Issue;
 use super::schema::{port_out_of_range, signal_out_of_range};
 use super::{Condition, Config, Process, SignalName, suggest};
 
-/// Process names that belong to the init: its own log lines, and the built-in nodes with the
-/// setting that turns each off.
-const RESERVED: &[(&str, Option<&str>)] = &[
-    ("init", None),
-    ("gpu", Some("nix2gpu.gpu.enable")),
-    ("sshd", Some("nix2gpu.ssh.enable")),
-    ("tailscale", Some("nix2gpu.tailscale.enable")),
+/// Process names that belong to the init, each with what uses it. The built-in nodes' names are
+/// reserved before the built-ins exist, so that no configuration written today breaks when
+/// they arrive.
+const RESERVED: &[(&str, &str)] = &[
+    ("init", "the init's own log lines use that name"),
+    ("main", "the `-- CMD` main process uses that name"),
+    ("gpu", "it is the name of the built-in GPU node"),
+    ("sshd", "it is the name of the built-in sshd node"),
+    ("tailscale", "it is the name of the built-in tailscale node"),
 ];
 
 /// Every problem of the dependency graph and of process names. `broken` processes (with
@@ -42,15 +44,8 @@ fn reserved_names(config: &Config) -> Vec<Issue> {
     RESERVED
         .iter()
         .filter(|(name, _)| config.processes.contains_key(*name))
-        .map(|(name, switch)| {
-            let message = match switch {
-                None => format!("`{name}` is reserved: the init's own log lines use that name; pick another name"),
-                Some(switch) => format!(
-                    "`{name}` is the name of a built-in node; disable the built-in ({switch}: false) to define \
-                     your own, or pick another name"
-                ),
-            };
-            Issue::key(processes_path(name), message)
+        .map(|(name, why)| {
+            Issue::key(processes_path(name), format!("`{name}` is reserved: {why}; pick another name"))
         })
         .collect()
 }
@@ -327,7 +322,7 @@ mod tests {
             messages("processes:\n  init: {command: x}\n  sshd: {command: x}\n"),
             [
                 "processes.init: `init` is reserved: the init's own log lines use that name; pick another name",
-                "processes.sshd: `sshd` is the name of a built-in node; disable the built-in (nix2gpu.ssh.enable: false) to define your own, or pick another name",
+                "processes.sshd: `sshd` is reserved: it is the name of the built-in sshd node; pick another name",
             ]
         );
     }

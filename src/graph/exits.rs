@@ -81,7 +81,9 @@ impl Graph {
         }
 
         let outcome = restart::decide(&node.spec, success, code, node.restarts);
-        let level = match (success, outcome.restart) {
+        // The main process ending is the container's normal end, whatever its code: not an
+        // error of the init's.
+        let level = match (success || node.spec.main, outcome.restart) {
             (true, _) => NoteLevel::Info,
             (false, true) => NoteLevel::Warn,
             (false, false) => NoteLevel::Error,
@@ -99,7 +101,8 @@ impl Graph {
             node.reason = Some(format!("{what}; all {used} restarts used"));
         }
         if let Some((code, cause)) = outcome.shutdown {
-            note(out, id, if success { NoteLevel::Info } else { NoteLevel::Error }, cause.message(code));
+            let level = if success || node.spec.main { NoteLevel::Info } else { NoteLevel::Error };
+            note(out, id, level, cause.message(code));
             self.begin_shutdown(code, out);
         }
     }
@@ -346,8 +349,8 @@ mod tests {
         assert_eq!(
             h.exit(1, 42),
             vec![
-                error(1, "exited with code 42"),
-                error(1, "main process ended; stopping everything (exit code 42)"),
+                info(1, "exited with code 42"),
+                info(1, "main process ended; stopping everything (exit code 42)"),
                 info(0, "stopping"),
                 Action::Stop { node: 0 },
                 arm_kill(0, secs(10)),

@@ -62,7 +62,12 @@ pub async fn pump(fd: OwnedFd, mut target: PumpTarget) {
 }
 
 /// Feeds one read into the splitter; returns whether the stream ended.
-fn take(read: std::io::Result<usize>, buffer: &[u8], splitter: &mut LineSplitter, lines: &mut Vec<u8>) -> bool {
+fn take(
+    read: std::io::Result<usize>,
+    buffer: &[u8],
+    splitter: &mut LineSplitter,
+    lines: &mut Vec<u8>,
+) -> bool {
     match read {
         Ok(0) | Err(_) => true,
         Ok(count) => {
@@ -77,10 +82,9 @@ async fn deliver(target: &mut PumpTarget, lines: Vec<u8>) {
         return;
     }
     let batch = Arc::new(Batch::new(Arc::clone(&target.name), target.stream, lines));
-    let matched = target
-        .ready
-        .as_ref()
-        .is_some_and(|ready| batch.lines().any(|line| ready.pattern.is_match(&String::from_utf8_lossy(line))));
+    let matched = target.ready.as_ref().is_some_and(|ready| {
+        batch.lines().any(|line| ready.pattern.is_match(&String::from_utf8_lossy(line)))
+    });
     if matched && let Some(ready) = target.ready.take() {
         (ready.notify)();
     }

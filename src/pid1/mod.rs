@@ -42,7 +42,11 @@ pub fn forward(signo: i32, to: Pid, group: bool) {
     if result == 0 {
         debug!("forwarded {} to {whom} {to}", signals::name(signo));
     } else {
-        debug!("could not forward {} to {whom} {to}: {}", signals::name(signo), std::io::Error::last_os_error());
+        debug!(
+            "could not forward {} to {whom} {to}: {}",
+            signals::name(signo),
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -80,7 +80,12 @@ pub async fn check(check: &ProbeCheck, limit: Duration, context: &ExecContext) -
     }
 }
 
-async fn exec(argv: &[String], working_dir: Option<&std::path::Path>, limit: Duration, context: &ExecContext) -> bool {
+async fn exec(
+    argv: &[String],
+    working_dir: Option<&std::path::Path>,
+    limit: Duration,
+    context: &ExecContext,
+) -> bool {
     let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
     let spec = spawn::Spec {
         argv: &argv,
@@ -106,7 +111,8 @@ async fn exec(argv: &[String], working_dir: Option<&std::path::Path>, limit: Dur
 /// A GET over HTTP/1.1: 2xx or 3xx passes, or exactly `status` when one is configured.
 async fn http(addr: SocketAddr, path: &str, host_header: &str, status: Option<u16>) -> bool {
     let Ok(stream) = TcpStream::connect(addr).await else { return false };
-    let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+    let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
         return false;
     };
     let driver = tokio::spawn(connection);

@@ -39,7 +39,13 @@ pub struct Settings {
 }
 
 /// Runs the graph to its end, drains the leftovers, and returns the exit code.
-pub async fn run(mut signals: Signals, graph: Graph, nodes: Vec<Node>, output: Output, settings: Settings) -> i32 {
+pub async fn run(
+    mut signals: Signals,
+    graph: Graph,
+    nodes: Vec<Node>,
+    output: Output,
+    settings: Settings,
+) -> i32 {
     let (events, inbox) = unbounded_channel();
     let mut supervisor = Supervisor {
         graph,
@@ -51,13 +57,25 @@ pub async fn run(mut signals: Signals, graph: Graph, nodes: Vec<Node>, output: O
         timers: HashMap::new(),
         probes: HashMap::new(),
         probe_exits: ProbeExits::default(),
+        pumps: Vec::new(),
         events,
         finished: None,
     };
     let code = supervisor.supervise(&mut signals, inbox).await;
     supervisor.cancel_tasks();
-    pid1::drain_leftovers(&mut signals, code, settings.grace).await
+    let code = pid1::drain_leftovers(&mut signals, code, settings.grace).await;
+    // Every process is gone now, so every pipe has reached its end: let the pumps pass on
+    // what is still buffered in them (a process may have written its last lines just before
+    // it exited). Bounded, in case a pipe was handed to something outside the init's reach.
+    let deadline = tokio::time::Instant::now() + PUMP_DRAIN;
+    for pump in supervisor.pumps {
+        let _ = tokio::time::timeout_at(deadline, pump).await;
+    }
+    code
 }
+
+/// How long output still in the pipes may take to reach stdout after everything has exited.
+const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
 struct Supervisor {
     graph: Graph,
@@ -71,6 +89,8 @@ struct Supervisor {
     timers: HashMap<TimerId, JoinHandle<()>>,
     probes: HashMap<NodeId, Vec<JoinHandle<()>>>,
     probe_exits: ProbeExits,
+    /// The tasks reading the processes' output pipes.
+    pumps: Vec<JoinHandle<()>>,
     /// Timers, probes and log pumps report here.
     events: UnboundedSender<Event>,
     finished: Option<i32>,
@@ -185,14 +205,17 @@ impl Supervisor {
             Ok(spawned) => {
                 let pid = spawned.pid.as_raw();
                 self.pids.insert(pid, node);
+                self.pumps.retain(|pump| !pump.is_finished());
                 for (fd, stream) in [(spawned.stdout, Stream::Stdout), (spawned.stderr, Stream::Stderr)] {
                     if let Some(fd) = fd {
-                        tokio::spawn(pump(fd, self.pump_target(node, stream)));
+                        self.pumps.push(tokio::spawn(pump(fd, self.pump_target(node, stream))));
                     }
                 }
                 Event::Spawned { node, pid }
             }
-            Err(failure) => Event::SpawnFailed { node, code: failure.exit_code(), reason: failure.to_string() },
+            Err(failure) => {
+                Event::SpawnFailed { node, code: failure.exit_code(), reason: failure.to_string() }
+            }
         }
     }
 
@@ -205,7 +228,13 @@ impl Supervisor {
             });
             ReadyLine { pattern, notify }
         });
-        PumpTarget { name: spec.name.clone(), stream, output: self.output.clone(), recent: spec.recent.clone(), ready }
+        PumpTarget {
+            name: spec.name.clone(),
+            stream,
+            output: self.output.clone(),
+            recent: spec.recent.clone(),
+            ready,
+        }
     }
 
     fn start_probes(&mut self, node: NodeId) {

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use regex_lite::Regex;
 
+use crate::accounts::Credentials;
 use crate::config::{Plan, ProbePlan, RestartPolicy, Service};
 use crate::graph::NodeSpec;
 use crate::logs::Recent;
-use crate::spawn::Credentials;
 
 /// The graph node name of the `-- CMD` main process.
 pub const MAIN_NAME: &str = "main";
@@ -52,7 +52,11 @@ pub fn build(
     (specs, nodes)
 }
 
-fn from_service(service: Service, init_env: &BTreeMap<OsString, OsString>, log_length: usize) -> (NodeSpec, Node) {
+fn from_service(
+    service: Service,
+    init_env: &BTreeMap<OsString, OsString>,
+    log_length: usize,
+) -> (NodeSpec, Node) {
     let mut env = init_env.clone();
     env.extend(service.env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
     let node = Node {
@@ -60,7 +64,7 @@ fn from_service(service: Service, init_env: &BTreeMap<OsString, OsString>, log_l
         argv: service.argv.into_iter().map(OsString::from).collect(),
         env: Arc::new(env),
         working_dir: service.working_dir,
-        credentials: service.user.map(|user| Credentials { uid: user.uid, gid: user.gid, groups: user.groups }),
+        credentials: service.user,
         readiness: service.readiness,
         liveness: service.liveness,
         ready_log_line: service.ready_log_line,
