@@ -1,11 +1,48 @@
-//! /etc/passwd, read by our own parser.
+//! /etc/passwd and /etc/group, read by our own parser.
 //!
 //! A static glibc binary must not call getpwnam and friends: they go through NSS, which
 //! dlopens modules and a second libc into PID 1 (crates.md §3.3). The files format is simple
 //! and is all a container has.
 
 use std::fs;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The identity a process is started with: the runtime calls setgroups, setgid and setuid with
+/// these, in that order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups: the primary group, then every group of /etc/group that lists the
+    /// user's name as a member (what initgroups(3) would set).
+    pub groups: Vec<u32>,
+}
+
+/// Where the account databases are: /etc/passwd and /etc/group, or fixtures in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountFiles {
+    pub passwd: PathBuf,
+    pub group: PathBuf,
+}
+
+impl Default for AccountFiles {
+    fn default() -> Self {
+        Self { passwd: PathBuf::from("/etc/passwd"), group: PathBuf::from("/etc/group") }
+    }
+}
+
+impl AccountFiles {
+    /// The accounts of the passwd file.
+    pub fn users(&self) -> io::Result<Vec<Account>> {
+        fs::read_to_string(&self.passwd).map(|text| parse_passwd(&text))
+    }
+
+    /// The groups of the group file.
+    pub fn groups(&self) -> io::Result<Vec<Group>> {
+        fs::read_to_string(&self.group).map(|text| parse_group(&text))
+    }
+}
 
 /// One line of /etc/passwd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +76,35 @@ fn parse_line(line: &str) -> Option<Account> {
     })
 }
 
+/// One line of /etc/group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    pub gid: u32,
+    /// User names listed as members (the group's supplementary members).
+    pub members: Vec<String>,
+}
+
+/// Parses group-format text, skipping comments and malformed lines.
+pub fn parse_group(text: &str) -> Vec<Group> {
+    text.lines().filter_map(parse_group_line).collect()
+}
+
+fn parse_group_line(line: &str) -> Option<Group> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let fields: Vec<&str> = line.split(':').collect();
+    let [name, _password, gid, members] = fields.as_slice() else {
+        return None;
+    };
+    Some(Group {
+        name: (*name).to_string(),
+        gid: gid.parse().ok()?,
+        members: members.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+    })
+}
+
 /// The account with this uid in the passwd file at `path`, if the file and the entry exist.
 pub fn by_uid(path: &Path, uid: u32) -> Option<Account> {
     let text = fs::read_to_string(path).ok()?;
@@ -57,5 +123,18 @@ mod tests {
         assert_eq!(accounts[0].home, "/root");
         assert_eq!(accounts[1].uid, 65534);
         assert_eq!(accounts[1].shell, "/usr/sbin/nologin");
+    }
+
+    #[test]
+    fn parses_groups_and_members() {
+        let text = "root:x:0:\n# comment\nvideo:x:44:alice,bob\nbroken\nbad:x:nan:\nrender:x:105:alice\n";
+        let groups = parse_group(text);
+        assert_eq!(groups.len(), 3);
+        assert!(groups[0].members.is_empty());
+        assert_eq!(
+            groups[1],
+            Group { name: "video".into(), gid: 44, members: vec!["alice".into(), "bob".into()] }
+        );
+        assert_eq!(groups[2].gid, 105);
     }
 }

@@ -11,4 +11,6 @@ pub mod exit_code;
 pub mod graph;
 pub mod logs;
 pub mod pid1;
+pub mod probe;
 pub mod spawn;
+pub mod supervisor;

@@ -1,15 +1,20 @@
 //! The `nix2gpu-init` binary: parse the command line, then boot and supervise, or answer a
 //! subcommand.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
+use nix2gpu_init::accounts::AccountFiles;
 use nix2gpu_init::cli::{self, Command};
-use nix2gpu_init::config::{self, Config};
+use nix2gpu_init::config::{self, Config, Plan};
+use nix2gpu_init::graph::Graph;
+use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
-use nix2gpu_init::{boot, exit_code, logs, spawn};
+use nix2gpu_init::supervisor::{self, nodes};
+use nix2gpu_init::{boot, exit_code};
 use tracing::{error, info, warn};
 
 fn main() {
@@ -29,6 +34,10 @@ fn main() {
             println!("nix2gpu-init {}", env!("CARGO_PKG_VERSION"));
             0
         }
+        Command::Schema => {
+            println!("{}", config::json_schema());
+            0
+        }
         Command::Check { configs } => check(&configs),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
@@ -42,18 +51,28 @@ fn main() {
 /// `nix2gpu-init check`: every error of every file on stderr, 78 if there was any.
 fn check(configs: &[PathBuf]) -> i32 {
     let sources = config::sources(configs);
-    match config::load(&sources) {
-        Ok(_) => {
-            println!("configuration is valid ({} file(s))", sources.len());
+    match config::check(&sources, &startup_env(), &AccountFiles::default()) {
+        Ok((_, plan)) => {
+            println!(
+                "configuration is valid: {} file(s), {} process(es)",
+                sources.len(),
+                plan.services.len()
+            );
             0
         }
         Err(errors) => {
-            for error in errors {
+            for error in &errors {
                 eprintln!("{error}");
             }
+            eprintln!("{} error(s)", errors.len());
             exit_code::CONFIG
         }
     }
+}
+
+/// The environment for everything the init starts (boot defaults over the init's own).
+fn startup_env() -> BTreeMap<OsString, OsString> {
+    boot::environment(std::env::vars_os(), nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"))
 }
 
 /// Boot and supervise.
@@ -63,17 +82,33 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         eprintln!("nix2gpu-init: cannot block signals: {failure}");
         return exit_code::INTERNAL;
     }
-    let config = load_config(configs);
-    let Some(config) = config else {
-        return exit_code::CONFIG;
-    };
+    let env = startup_env();
+    let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
     pid1::become_subreaper_unless_pid1();
-    let env = prepare_system();
+    prepare_system(&env);
     let interactive = std::io::stdin().is_terminal();
-    let main = if main.is_empty() && interactive {
+    let main = if main.is_empty() && interactive && plan.services.is_empty() {
         vec![boot::user_shell(&env, nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"))]
     } else {
         main
+    };
+    let (specs, nodes) = nodes::build(plan, &env, main, config.shutdown_timeout());
+    let style = Style {
+        format: config.nix2gpu.log.format.unwrap_or_default(),
+        timestamps: config.nix2gpu.log.timestamps.unwrap_or(false),
+        name_width: specs
+            .iter()
+            .map(|spec| spec.name.len())
+            .chain([logs::INIT_NAME.len()])
+            .max()
+            .unwrap_or(0),
+    };
+    let output = match Output::start(style) {
+        Ok(output) => output,
+        Err(failure) => {
+            error!("cannot start the output thread: {failure}");
+            return exit_code::INTERNAL;
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -82,58 +117,41 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
             return exit_code::INTERNAL;
         }
     };
-    let settings = pid1::Settings { forward_to: config.forward_to(), grace: config.shutdown_timeout() };
+    if specs.is_empty() {
+        info!("no main command and no services: supervising until stopped");
+    }
+    let settings = supervisor::Settings {
+        forward_to: config.forward_to(),
+        grace: config.shutdown_timeout(),
+        interactive,
+    };
     let code = runtime.block_on(async {
-        let signals = match signals::Signals::open() {
-            Ok(signals) => signals,
+        match signals::Signals::open() {
+            Ok(signals) => supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings).await,
             Err(failure) => {
                 error!("cannot open a signalfd: {failure}");
-                return exit_code::INTERNAL;
+                exit_code::INTERNAL
             }
-        };
-        let main_pid = if main.is_empty() {
-            info!("no main command: supervising until stopped");
-            None
-        } else {
-            let spec = spawn::Spec {
-                argv: &main,
-                env: &env,
-                working_dir: None,
-                credentials: None,
-                output: spawn::Output::Inherit,
-                main: true,
-                foreground: interactive,
-            };
-            match spawn::spawn(&spec).map(|spawned| spawned.pid) {
-                Ok(pid) => {
-                    info!("started main process `{}` (pid {pid})", main[0].to_string_lossy());
-                    Some(pid)
-                }
-                Err(failure) => {
-                    error!("{failure}");
-                    return failure.exit_code();
-                }
-            }
-        };
-        pid1::supervise(signals, main_pid, settings).await
+        }
     });
     if interactive {
-        spawn::reclaim_terminal();
+        nix2gpu_init::spawn::reclaim_terminal();
     }
+    output.flush();
     code
 }
 
-/// Loads the configuration and sets up logging from it. Config errors are logged (with the
-/// default level, since the configured one is unknown) and give `None`.
-fn load_config(configs: &[PathBuf]) -> Option<Config> {
-    match config::load(&config::sources(configs)) {
-        Ok(config) => {
+/// Loads and plans the configuration, then sets up logging from it. Config errors are logged
+/// (with the default level, since the configured one is unknown) and give `None`.
+fn load_config(configs: &[PathBuf], env: &BTreeMap<OsString, OsString>) -> Option<(Config, Plan)> {
+    match config::check(&config::sources(configs), env, &AccountFiles::default()) {
+        Ok((config, plan)) => {
             let (level, unreadable) = logs::effective_level(config.log_level);
             logs::init(level);
             if let Some(value) = unreadable {
                 warn!("ignoring {}={value:?}: expected trace, debug, info, warn or error", logs::LEVEL_ENV);
             }
-            Some(config)
+            Some((config, plan))
         }
         Err(errors) => {
             logs::init(logs::effective_level(None).0);
@@ -145,13 +163,10 @@ fn load_config(configs: &[PathBuf]) -> Option<Config> {
     }
 }
 
-/// The boot basics; returns the environment for the processes the init starts.
-fn prepare_system() -> std::collections::BTreeMap<OsString, OsString> {
+/// The boot basics that touch the file system.
+fn prepare_system(env: &BTreeMap<OsString, OsString>) {
     let degraded = boot::make_runtime_dirs(Path::new("/"));
-    let env =
-        boot::environment(std::env::vars_os(), nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"));
-    for step in degraded.iter().chain(boot::make_user_runtime_dir(&env).as_ref()) {
+    for step in degraded.iter().chain(boot::make_user_runtime_dir(env).as_ref()) {
         warn!("cannot prepare {}: {} (continuing without it)", step.path.display(), step.error);
     }
-    env
 }

@@ -218,6 +218,27 @@ impl Init {
         }
     }
 
+    /// Waits for a line of service `name` (however its name is padded) containing `text`.
+    pub fn wait_for_service_line(&mut self, name: &str, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(line) = self.output().iter().find(|line| is_service_line(line, name, text)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no `{name} | ...{text}...` line; output:\n{}",
+                self.seen.join("\n")
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The text of every line service `name` wrote so far.
+    pub fn service_lines(&mut self, name: &str) -> Vec<String> {
+        self.output().iter().filter_map(|line| split_service_line(line, name)).collect()
+    }
+
     /// Waits for the init to exit and returns its exit code (failing on death by signal).
     pub fn wait_exit(&mut self) -> i32 {
         self.wait_exit_within(PATIENCE)
@@ -315,4 +336,56 @@ pub fn alive(pid: i32) -> bool {
 pub fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name);
     path.canonicalize().unwrap_or(path).to_string_lossy().into_owned()
+}
+
+/// Writes `yaml` to a fresh temporary config file and returns its path; the file is removed
+/// when the returned guard is dropped.
+pub fn config_file(yaml: &str) -> TempConfig {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "nix2gpu-test-{}-{}.yaml",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::write(&path, yaml).expect("temp dir is writable");
+    TempConfig(path)
+}
+
+/// A config file that is deleted when dropped.
+pub struct TempConfig(pub PathBuf);
+
+impl TempConfig {
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("temp paths are UTF-8")
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// The text of a `NAME | text` line of service `name` (names are padded to a common width).
+pub fn split_service_line(line: &str, name: &str) -> Option<String> {
+    let (prefix, text) = line.split_once(" | ")?;
+    (prefix.trim_end() == name).then(|| text.to_string())
+}
+
+fn is_service_line(line: &str, name: &str, text: &str) -> bool {
+    split_service_line(line, name).is_some_and(|t| t.contains(text))
+}
+
+/// The index of the first line containing `needle`, failing the test with the output if none.
+pub fn position(lines: &[String], needle: &str) -> usize {
+    lines
+        .iter()
+        .position(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("no line containing {needle:?} in:\n{}", lines.join("\n")))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for a test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind")
 }

@@ -23,7 +23,8 @@ fn death_by_signal_is_128_plus_n() {
     for (signal, code) in [("KILL", 137), ("TERM", 143), ("USR1", 138), ("SEGV", 139)] {
         let mut init = sh(&format!("kill -{signal} $$")).start();
         assert_eq!(init.wait_exit(), code, "{signal}");
-        init.wait_for_line(&format!("main process was killed by SIG{signal} (exit code {code})"));
+        init.wait_for_line(&format!("main: killed by SIG{signal}"));
+        init.wait_for_line(&format!("main process ended; stopping everything (exit code {code})"));
     }
 }
 
@@ -131,7 +132,7 @@ fn leftovers_get_sigterm_then_sigkill_after_the_grace_period() {
     let mut init = Launch::new(&["--config", config.to_str().unwrap(), "--", "sh", "-c", script]).start();
     init.wait_for_line("stubborn ready");
     let exited = Instant::now();
-    init.wait_for_line("main process exited with code 5");
+    init.wait_for_line("main: exited with code 5");
     init.wait_for_line("polite leftover cleaned up");
     init.wait_for_line("sending SIGKILL");
     assert_eq!(init.wait_exit(), 5);
@@ -191,7 +192,7 @@ fn boot_prepares_runtime_dirs_and_the_environment() {
 
 #[test]
 fn without_root_the_boot_steps_degrade_with_warnings() {
-    let mut command = Launch::new(&["--", "sh", "-c", "echo still running"]).as_plain_process().command();
+    let command = Launch::new(&["--", "sh", "-c", "echo still running"]).as_plain_process().command();
     let init = command.get_program().to_owned();
     let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
     let output = std::process::Command::new("setpriv")
@@ -217,11 +218,7 @@ fn log_level_comes_from_the_config_and_nix2gpu_log_overrides_it() {
     assert!(quiet.output().is_empty(), "warn level prints nothing here: {:?}", quiet.output());
     let mut loud = Launch::new(&args).env("NIX2GPU_LOG", "debug").start();
     assert_eq!(loud.wait_exit(), 0);
-    assert!(
-        loud.output().iter().any(|l| l.starts_with("init | started main process")),
-        "{:?}",
-        loud.output()
-    );
+    assert!(loud.output().iter().any(|l| l.starts_with("init | main: started")), "{:?}", loud.output());
     std::fs::remove_file(config).unwrap();
 }
 
@@ -231,11 +228,11 @@ fn a_bad_config_exits_78_with_the_location() {
     std::fs::write(&config, "log_level: info\nnix2gpu:\n  shutdown_timeout_secs: 3\n").unwrap();
     let mut init = Launch::new(&["--config", config.to_str().unwrap(), "--", "true"]).start();
     assert_eq!(init.wait_exit(), 78);
-    let line = init.wait_for_line("unknown field");
+    let line = init.wait_for_line("unknown key");
     let location = format!("init | error: {}:3:3: ", config.display());
     assert!(line.starts_with(&location), "{line}");
     assert!(
-        line.contains("unknown field `shutdown_timeout_secs`, expected `shutdown_timeout_seconds`"),
+        line.contains("unknown key `shutdown_timeout_secs`; did you mean `shutdown_timeout_seconds`?"),
         "{line}"
     );
     std::fs::remove_file(config).unwrap();

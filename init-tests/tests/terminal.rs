@@ -13,7 +13,7 @@ fn ctrl_c_reaches_the_shells_job_and_not_the_init() {
         .env("PS1", "prompt$ ")
         .env("NIX2GPU_LOG", "debug")
         .start_on_terminal();
-    init.wait_for_line("started main process `/bin/sh`");
+    init.wait_for_line("main: started");
     terminal.type_text("sleep 101\n");
     let deadline = Instant::now() + PATIENCE;
     while find_process(&["sleep", "101"]).is_none() {
@@ -29,5 +29,5 @@ fn ctrl_c_reaches_the_shells_job_and_not_the_init() {
     assert_eq!(init.wait_exit(), 7);
     let output = init.output();
     assert!(!output.iter().any(|l| l.contains("received SIGINT")), "the init got the Ctrl-C: {output:?}");
-    assert!(output.iter().any(|l| l.contains("main process exited with code 7")), "{output:?}");
+    assert!(output.iter().any(|l| l.contains("main: exited with code 7")), "{output:?}");
 }

@@ -15,6 +15,8 @@ pub enum Command {
     Run { configs: Vec<PathBuf>, main: Vec<OsString> },
     /// Validate the configuration and exit.
     Check { configs: Vec<PathBuf> },
+    /// Print the JSON Schema of the configuration.
+    Schema,
     /// Print the usage text.
     Help,
     /// Print the version.
@@ -25,6 +27,7 @@ pub enum Command {
 pub const USAGE: &str = "\
 usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (the Entrypoint)
        nix2gpu-init check [--config FILE]...               validate the configuration
+       nix2gpu-init schema                                 JSON Schema of the config, for editors
        nix2gpu-init --help | --version
 
 Config files: every --config in order, else $NIX2GPU_CONFIG, else /etc/nix2gpu/config.yaml
@@ -51,7 +54,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Arg::Long("version") | Arg::Short('V') => return Ok(Command::Version),
             Arg::Value(value) if subcommand.is_none() => {
                 let name = value.string().map_err(|e| e.to_string())?;
-                if name != "check" {
+                if name != "check" && name != "schema" {
                     return Err(format!(
                         "unknown subcommand `{name}`; to run a program as the main process, \
                          write `nix2gpu-init -- {name}`"
@@ -68,7 +71,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let main = take_main_command(&mut parser)?;
     match subcommand.as_deref() {
         Some("check") if main.is_empty() => Ok(Command::Check { configs }),
-        Some(name) => Err(format!("`{name}` takes no command after `--`")),
+        Some("schema") if main.is_empty() && configs.is_empty() => Ok(Command::Schema),
+        Some(name) => Err(format!("`{name}` takes no command after `--` (and `schema` no --config)")),
         None => Ok(Command::Run { configs, main }),
     }
 }
@@ -116,6 +120,12 @@ mod tests {
     fn configs_repeat_in_order() {
         let parsed = parse_str(&["check", "-c", "a", "--config=b"]).unwrap();
         assert_eq!(parsed, Command::Check { configs: vec!["a".into(), "b".into()] });
+    }
+
+    #[test]
+    fn schema_takes_nothing() {
+        assert_eq!(parse_str(&["schema"]).unwrap(), Command::Schema);
+        assert!(parse_str(&["schema", "--config", "x"]).is_err());
     }
 
     #[test]

@@ -1,19 +1,31 @@
 //! The serde types of the configuration file: process-compose's schema where the features
-//! overlap, plus the `nix2gpu:` section. Every struct denies unknown fields so a typo is an
-//! error with a location instead of a silently ignored setting. The JSON Schema printed by
-//! `nix2gpu-init schema` is derived from these same types.
+//! overlap, plus the `nix2gpu:` section. The JSON Schema printed by `nix2gpu-init schema` is
+//! derived from these same types, and so are the sets of known keys.
+//!
+//! Unknown keys are not rejected by serde here (`deny_unknown_fields` is a schemars-only
+//! attribute): serde would stop at the first one, while `nix2gpu-init check` must report all of
+//! them. The walk in `unknown_keys.rs` reads the JSON Schema (`additionalProperties: false`) and
+//! reports every unknown key with its location before these types are ever trusted; `parse` runs
+//! both, so strictness is not lost.
+//!
+//! Numbers that need a range check (seconds, ports, signals) have hand-written visitors: an error
+//! raised inside a visitor carries the value's line and column, while one raised after
+//! deserializing (`try_from`, `untagged`) only gets the enclosing mapping's.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 use super::DEFAULT_SHUTDOWN_TIMEOUT;
+use super::provenance::Provenance;
 
 /// The whole configuration, as one file or the merge of several.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, extend("patternProperties" = { "^x-": {} }))]
 pub struct Config {
     /// process-compose's schema version; accepted for compatibility, not interpreted.
     pub version: Option<String>,
@@ -41,11 +53,16 @@ pub struct Config {
     /// Settings of the init itself and its built-in nodes.
     #[serde(default)]
     pub nix2gpu: Nix2gpu,
+    /// The files these settings were read from, so that errors found after merging (by `plan`)
+    /// still name file, line and column. Not part of the file format.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub provenance: Provenance,
 }
 
 /// process-compose's `shell`: how `command` strings are run.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Shell {
     /// The shell program (default `/bin/sh`).
     pub shell_command: Option<String>,
@@ -55,20 +72,23 @@ pub struct Shell {
 
 /// One service: `processes.<name>`.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields, extend("patternProperties" = { "^x-": {} }))]
 pub struct Process {
     /// A command line run by the shell. Exactly one of `command` and `entrypoint` is required.
+    /// `$VAR` and `${VAR}` are expanded first (`$$` is a literal `$`).
     pub command: Option<String>,
-    /// An argv run directly, without a shell.
+    /// An argv run directly, without a shell (`${VAR}`s expanded in each item).
     pub entrypoint: Option<Vec<String>>,
     /// Free text; accepted, shown in no output.
     pub description: Option<String>,
     /// The working directory (default: the init's).
     pub working_dir: Option<String>,
-    /// `KEY=VALUE` entries, after the global ones and `env_file`.
+    /// `KEY=VALUE` entries, after the global ones and `env_file` (later entries win; values may
+    /// use `${VAR}`, including variables set before them).
     #[serde(default)]
     pub environment: Vec<String>,
-    /// A file of `KEY=VALUE` lines (`#` comments), relative to `working_dir`.
+    /// A file of `KEY=VALUE` lines (`#` comments), relative to `working_dir`; read by `check`
+    /// and at start.
     pub env_file: Option<String>,
     /// What must have happened to other processes before this one starts.
     #[serde(default)]
@@ -90,13 +110,14 @@ pub struct Process {
     /// A disabled process never starts; processes that depend on it are skipped.
     #[serde(default)]
     pub disabled: bool,
-    /// Run as this user: a name from /etc/passwd, or `uid[:gid]`.
+    /// Run as this user: a name from /etc/passwd or a uid, optionally followed by `:` and a group
+    /// (a name from /etc/group or a gid).
     pub user: Option<String>,
 }
 
 /// `depends_on.<name>`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Dependency {
     /// Default `process_started`.
     #[serde(default)]
@@ -122,7 +143,7 @@ pub enum Condition {
 
 /// A readiness or liveness probe: exactly one of `exec`, `http_get`, `tcp_socket`.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Probe {
     pub exec: Option<ExecProbe>,
     pub http_get: Option<HttpProbe>,
@@ -142,7 +163,7 @@ pub struct Probe {
 
 /// `exec`: a command run by the shell; exit 0 passes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct ExecProbe {
     pub command: String,
     pub working_dir: Option<String>,
@@ -150,7 +171,7 @@ pub struct ExecProbe {
 
 /// `http_get`: a GET request; a 2xx/3xx answer (or `status_code`) passes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct HttpProbe {
     /// Default 127.0.0.1. An IP address or `localhost` (no DNS in PID 1).
     pub host: Option<String>,
@@ -165,15 +186,16 @@ pub struct HttpProbe {
 
 /// `tcp_socket`: a connection that opens passes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct TcpProbe {
     /// Default 127.0.0.1. An IP address or `localhost`.
     pub host: Option<String>,
     pub port: Port,
 }
 
-/// A port, as a number or a string (process-compose allows both).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+/// A port, as a number or a string (process-compose allows both; a string may hold `${VAR}`,
+/// checked after expansion).
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(untagged)]
 pub enum Port {
     Number(u16),
@@ -182,7 +204,7 @@ pub enum Port {
 
 /// `availability`: what happens when the process ends.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Availability {
     #[serde(default)]
     pub restart: RestartPolicy,
@@ -213,7 +235,7 @@ pub enum RestartPolicy {
 
 /// `shutdown`: how the process is stopped.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Shutdown {
     /// A command run (by the shell, with the process's environment) instead of a signal.
     pub command: Option<String>,
@@ -224,7 +246,7 @@ pub struct Shutdown {
 }
 
 /// A signal, as a number (process-compose) or a name such as `SIGINT` or `INT`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[serde(untagged)]
 pub enum SignalName {
     Number(i32),
@@ -233,7 +255,7 @@ pub enum SignalName {
 
 /// The `nix2gpu:` section: settings of the init itself.
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct Nix2gpu {
     /// Grace period between SIGTERM and SIGKILL for processes left behind at shutdown.
     pub shutdown_timeout_seconds: Option<Seconds>,
@@ -246,7 +268,7 @@ pub struct Nix2gpu {
 
 /// `nix2gpu.log`.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[schemars(deny_unknown_fields)]
 pub struct LogSettings {
     /// `text` (`NAME | line`, default) or `json` (one object per line).
     pub format: Option<LogFormat>,
@@ -264,18 +286,8 @@ pub enum LogFormat {
 }
 
 /// A non-negative number of seconds, fractions allowed.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, JsonSchema)]
-#[serde(try_from = "f64")]
-pub struct Seconds(#[schemars(with = "f64")] pub Duration);
-
-impl TryFrom<f64> for Seconds {
-    type Error = String;
-    fn try_from(value: f64) -> Result<Self, Self::Error> {
-        Duration::try_from_secs_f64(value)
-            .map(Seconds)
-            .map_err(|_| format!("expected a non-negative number of seconds, got {value}"))
-    }
-}
+#[derive(Debug, Clone, Copy, PartialEq, JsonSchema)]
+pub struct Seconds(#[schemars(with = "f64", range(min = 0))] pub Duration);
 
 /// The level of the init's own log messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -315,39 +327,6 @@ pub enum ForwardTo {
 }
 
 impl Config {
-    /// Overlays `later` on `self`: settings `later` makes win; a process defined again replaces
-    /// the earlier definition whole.
-    pub fn merge(&mut self, later: Config) {
-        let Config {
-            version,
-            name,
-            log_level,
-            log_length,
-            log_location,
-            ordered_shutdown,
-            is_tui_disabled,
-            environment,
-            processes,
-            shell,
-            nix2gpu,
-        } = later;
-        self.version = version.or(self.version.take());
-        self.name = name.or(self.name.take());
-        self.log_level = log_level.or(self.log_level);
-        self.log_length = log_length.or(self.log_length);
-        self.log_location = log_location.or(self.log_location.take());
-        self.ordered_shutdown = ordered_shutdown.or(self.ordered_shutdown);
-        self.is_tui_disabled = is_tui_disabled.or(self.is_tui_disabled);
-        self.environment.extend(environment);
-        self.processes.extend(processes);
-        self.shell = shell.or(self.shell.take());
-        let Nix2gpu { shutdown_timeout_seconds, forward_signals_to, log } = nix2gpu;
-        self.nix2gpu.shutdown_timeout_seconds = shutdown_timeout_seconds.or(self.nix2gpu.shutdown_timeout_seconds);
-        self.nix2gpu.forward_signals_to = forward_signals_to.or(self.nix2gpu.forward_signals_to);
-        self.nix2gpu.log.format = log.format.or(self.nix2gpu.log.format);
-        self.nix2gpu.log.timestamps = log.timestamps.or(self.nix2gpu.log.timestamps);
-    }
-
     /// The grace period for leftover processes at shutdown.
     pub fn shutdown_timeout(&self) -> Duration {
         self.nix2gpu.shutdown_timeout_seconds.map_or(DEFAULT_SHUTDOWN_TIMEOUT, |s| s.0)
@@ -357,4 +336,103 @@ impl Config {
     pub fn forward_to(&self) -> ForwardTo {
         self.nix2gpu.forward_signals_to.unwrap_or_default()
     }
+}
+
+/// The message for a port outside 1..=65535, shared by the parser (numbers that do not even fit
+/// a u16) and the planner (0, and strings after expansion).
+pub(super) fn port_out_of_range(port: impl fmt::Display) -> String {
+    format!("port {port} is out of range: expected 1..=65535")
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecondsVisitor)
+    }
+}
+
+struct SecondsVisitor;
+
+impl Visitor<'_> for SecondsVisitor {
+    type Value = Seconds;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a non-negative number of seconds")
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Seconds, E> {
+        Ok(Seconds(Duration::from_secs(value)))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Seconds, E> {
+        u64::try_from(value).map(|secs| Seconds(Duration::from_secs(secs))).map_err(|_| negative(value))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Seconds, E> {
+        Duration::try_from_secs_f64(value).map(Seconds).map_err(|_| negative(value))
+    }
+}
+
+fn negative<E: de::Error>(value: impl fmt::Display) -> E {
+    E::custom(format!("expected a non-negative number of seconds, got {value}"))
+}
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+struct PortVisitor;
+
+impl Visitor<'_> for PortVisitor {
+    type Value = Port;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a port number or a string")
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Port, E> {
+        u16::try_from(value).map(Port::Number).map_err(|_| E::custom(port_out_of_range(value)))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Port, E> {
+        u16::try_from(value).map(Port::Number).map_err(|_| E::custom(port_out_of_range(value)))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Port, E> {
+        Ok(Port::Text(value.to_string()))
+    }
+}
+
+impl<'de> Deserialize<'de> for SignalName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SignalVisitor)
+    }
+}
+
+struct SignalVisitor;
+
+impl Visitor<'_> for SignalVisitor {
+    type Value = SignalName;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a signal number or name")
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<SignalName, E> {
+        i32::try_from(value).map(SignalName::Number).map_err(|_| E::custom(signal_out_of_range(value)))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<SignalName, E> {
+        i32::try_from(value).map(SignalName::Number).map_err(|_| E::custom(signal_out_of_range(value)))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<SignalName, E> {
+        Ok(SignalName::Name(value.to_string()))
+    }
+}
+
+/// The message for a signal number outside 1..=31, shared by the parser and the validator.
+pub(super) fn signal_out_of_range(number: impl fmt::Display) -> String {
+    format!("signal {number} is out of range: expected 1..=31 or a name such as SIGTERM")
 }

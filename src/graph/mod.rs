@@ -9,6 +9,21 @@
 //! Contract (DESIGN.md): states `pending, starting, running, ready, completed, failed, backoff,
 //! stopping, stopped, skipped, disabled`; exit codes as in "Exit codes".
 
+mod conditions;
+mod event;
+mod exits;
+mod machine;
+mod notes;
+#[cfg(test)]
+mod random_tests;
+mod restart;
+mod shutdown;
 mod spec;
+mod state;
+#[cfg(test)]
+mod testkit;
 
+pub use event::{Action, Event, NoteLevel, ProbeKind, TimerId};
+pub use machine::Graph;
 pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec, Thresholds};
+pub use state::{NodeState, NodeStatus};

@@ -49,5 +49,6 @@ pub struct Thresholds {
 /// The longest restart delay, however many restarts came before.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
-/// A node that stayed up this long (or became ready) has its backoff reset.
+/// A node that stayed up this long has its backoff reset (a crash loop keeps backing off even
+/// if it briefly became ready).
 pub const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);

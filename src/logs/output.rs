@@ -247,9 +247,17 @@ mod tests {
         format(&mut text, style, Message::Service(Arc::clone(&batch), 1), &mut Vec::new());
         assert_eq!(String::from_utf8(text).unwrap(), "web   | one\nweb   | two \"q\"\n");
         let mut json = Vec::new();
-        format(&mut json, Style { format: LogFormat::Json, ..style }, Message::Service(batch, 1), &mut Vec::new());
-        let lines: Vec<serde_json::Value> =
-            json.split(|b| *b == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect();
+        format(
+            &mut json,
+            Style { format: LogFormat::Json, ..style },
+            Message::Service(batch, 1),
+            &mut Vec::new(),
+        );
+        let lines: Vec<serde_json::Value> = json
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(lines[1]["msg"], "two \"q\"");
         assert_eq!(lines[1]["name"], "web");
         assert_eq!(lines[1]["stream"], "stderr");

@@ -9,7 +9,6 @@ use std::time::Duration;
 use regex_lite::Regex;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Batch, LineSplitter, Output, Recent, Stream};
 
@@ -17,23 +16,20 @@ use super::{Batch, LineSplitter, Output, Recent, Stream};
 pub const PARTIAL_LINE_QUIET: Duration = Duration::from_millis(200);
 const READ_SIZE: usize = 64 * 1024;
 
-/// What a pump tells the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PumpEvent {
-    /// Node `0` printed a line matching its `ready_log_line`.
-    LogReady(usize),
+/// A node's `ready_log_line`: the pattern, and what to do on the first line that matches it.
+pub struct ReadyLine {
+    pub pattern: Regex,
+    pub notify: Box<dyn FnOnce() + Send>,
 }
 
 /// Where a pump's lines go.
 pub struct PumpTarget {
-    pub node: usize,
     pub name: Arc<str>,
     pub stream: Stream,
     pub output: Output,
     pub recent: Arc<Mutex<Recent>>,
-    /// Matched against each line until the first match.
-    pub ready: Option<Regex>,
-    pub events: UnboundedSender<PumpEvent>,
+    /// Watched for until it matches once.
+    pub ready: Option<ReadyLine>,
 }
 
 /// Reads `fd` until end of stream. A read error ends the pump like end of stream does: the
@@ -66,7 +62,12 @@ pub async fn pump(fd: OwnedFd, mut target: PumpTarget) {
 }
 
 /// Feeds one read into the splitter; returns whether the stream ended.
-fn take(read: std::io::Result<usize>, buffer: &[u8], splitter: &mut LineSplitter, lines: &mut Vec<u8>) -> bool {
+fn take(
+    read: std::io::Result<usize>,
+    buffer: &[u8],
+    splitter: &mut LineSplitter,
+    lines: &mut Vec<u8>,
+) -> bool {
     match read {
         Ok(0) | Err(_) => true,
         Ok(count) => {
@@ -81,11 +82,11 @@ async fn deliver(target: &mut PumpTarget, lines: Vec<u8>) {
         return;
     }
     let batch = Arc::new(Batch::new(Arc::clone(&target.name), target.stream, lines));
-    if let Some(pattern) = &target.ready {
-        if batch.lines().any(|line| pattern.is_match(&String::from_utf8_lossy(line))) {
-            let _ = target.events.send(PumpEvent::LogReady(target.node));
-            target.ready = None;
-        }
+    let matched = target.ready.as_ref().is_some_and(|ready| {
+        batch.lines().any(|line| ready.pattern.is_match(&String::from_utf8_lossy(line)))
+    });
+    if matched && let Some(ready) = target.ready.take() {
+        (ready.notify)();
     }
     if let Ok(mut recent) = target.recent.lock() {
         recent.push(Arc::clone(&batch));

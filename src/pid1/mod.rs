@@ -1,24 +1,20 @@
-//! PID 1's duties: take every signal, forward it, reap every child, and stop whatever is left
-//! when the main process ends. [`lifecycle`] decides; [`supervise`] is the event loop that
-//! executes its decisions.
+//! PID 1's own duties: take every signal (see [`signals`]), reap every child (see [`reaper`]),
+//! become a subreaper when not PID 1, forward signals, and stop whatever is left behind before
+//! exiting (see [`drain`], executed by [`drain_leftovers`]).
 
+pub mod drain;
 pub mod leftovers;
-pub mod lifecycle;
 pub mod reaper;
 pub mod signals;
 
-use std::collections::VecDeque;
-use std::pin::Pin;
 use std::time::Duration;
 
 use nix::unistd::Pid;
-use tokio::time::{Sleep, sleep};
+use tokio::time::sleep;
 use tracing::{debug, error, info, warn};
 
-use crate::config::ForwardTo;
 use crate::exit_code;
-use lifecycle::{Action, Event, Lifecycle};
-use reaper::ExitStatus;
+use drain::{Action, Drain, Event};
 use signals::Signals;
 
 /// Outside a PID namespace of its own (a host, or `docker run --init` putting another init in
@@ -36,82 +32,65 @@ pub fn become_subreaper_unless_pid1() {
     }
 }
 
-/// How the loop treats the main process and the leftovers.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    pub forward_to: ForwardTo,
-    /// SIGTERM-to-SIGKILL grace period for processes left when the main process is gone.
-    pub grace: Duration,
+/// Sends `signo` to `to`, or to its process group. Raw kill: real-time signals have no
+/// `nix::sys::signal::Signal` variant.
+pub fn forward(signo: i32, to: Pid, group: bool) {
+    let target = if group { -to.as_raw() } else { to.as_raw() };
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let result = unsafe { nix::libc::kill(target, signo) };
+    let whom = if group { "process group" } else { "pid" };
+    if result == 0 {
+        debug!("forwarded {} to {whom} {to}", signals::name(signo));
+    } else {
+        debug!(
+            "could not forward {} to {whom} {to}: {}",
+            signals::name(signo),
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
-/// Runs until the lifecycle decides to exit; returns the exit code.
-pub async fn supervise(mut signals: Signals, main: Option<Pid>, settings: Settings) -> i32 {
-    let mut machine = Lifecycle::new(main, settings.forward_to, settings.grace);
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    let mut follow_ups = VecDeque::new();
+/// SIGTERM and SIGINT ask the init to stop (what `docker stop` and Ctrl-C send).
+pub fn is_stop_request(signo: i32) -> bool {
+    signo == nix::libc::SIGTERM || signo == nix::libc::SIGINT
+}
+
+/// Stops the leftovers and returns the code to exit with: `code`, or 70 if signals can no
+/// longer be read.
+pub async fn drain_leftovers(signals: &mut Signals, code: i32, grace: Duration) -> i32 {
+    let (mut machine, mut actions) = Drain::start(code, grace, reaper::reap().children_left);
+    let mut timer = Box::pin(sleep(Duration::MAX));
     loop {
-        let event = match follow_ups.pop_front() {
-            Some(event) => event,
-            None => match next_event(&mut signals, &mut timer).await {
-                Ok(event) => event,
-                Err(failure) => {
-                    error!("cannot read signals any more ({failure}); stopping");
-                    return exit_code::INTERNAL;
-                }
-            },
-        };
-        for action in machine.handle(event) {
+        let mut follow_ups = Vec::new();
+        for action in std::mem::take(&mut actions) {
             match action {
-                Action::Forward { signo, to, group } => forward(signo, to, group),
-                Action::MainExited(status) => log_main_exit(status),
                 Action::SignalLeftovers(signal) => {
                     signal_leftovers(signal);
-                    // The leftovers may already be gone (or never existed): find out now rather
-                    // than waiting for a SIGCHLD that would never come.
-                    follow_ups.push_back(Event::Reaped(reaper::reap()));
+                    follow_ups.push(Event::Reaped(reaper::reap()));
                 }
-                Action::ArmTimer(after) => timer = Some(Box::pin(sleep(after))),
+                Action::ArmTimer(after) => timer.as_mut().reset(tokio::time::Instant::now() + after),
                 Action::GiveUpOnLeftovers => {
                     warn!("some processes survived SIGKILL (stuck in the kernel?); exiting without them")
                 }
                 Action::Exit(code) => return code,
             }
         }
-    }
-}
-
-/// Waits for the next signal or the timer, turning SIGCHLD into a round of reaping.
-async fn next_event(signals: &mut Signals, timer: &mut Option<Pin<Box<Sleep>>>) -> std::io::Result<Event> {
-    tokio::select! {
-        received = signals.recv() => {
-            let received = received?;
-            if received.signo == nix::libc::SIGCHLD {
-                return Ok(Event::Reaped(reaper::reap()));
-            }
-            debug!("received {} from pid {}", signals::name(received.signo), received.sender);
-            Ok(Event::Signal(received.signo))
-        }
-        () = async { timer.as_mut().expect("guarded by the select condition").await }, if timer.is_some() => {
-            *timer = None;
-            Ok(Event::TimerFired)
-        }
-    }
-}
-
-fn forward(signo: i32, to: Pid, group: bool) {
-    let target = if group { -to.as_raw() } else { to.as_raw() };
-    // Raw kill: real-time signals have no `nix::sys::signal::Signal` variant.
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    let result = unsafe { nix::libc::kill(target, signo) };
-    if result == 0 {
-        debug!(
-            "forwarded {} to {}{}",
-            signals::name(signo),
-            if group { "process group " } else { "pid " },
-            to
-        );
-    } else {
-        debug!("could not forward {} to {to}: {}", signals::name(signo), std::io::Error::last_os_error());
+        let event = match follow_ups.pop() {
+            Some(event) => event,
+            None => tokio::select! {
+                received = signals.recv() => match received {
+                    Ok(received) if received.signo == nix::libc::SIGCHLD => Event::Reaped(reaper::reap()),
+                    Ok(received) if is_stop_request(received.signo) => Event::StopRequested,
+                    Ok(_) => continue,
+                    Err(failure) => {
+                        error!("cannot read signals any more ({failure}); exiting");
+                        return exit_code::INTERNAL;
+                    }
+                },
+                () = timer.as_mut() => Event::TimerFired,
+            },
+        };
+        actions.extend(machine.handle(event));
     }
 }
 
@@ -120,14 +99,5 @@ fn signal_leftovers(signal: nix::sys::signal::Signal) {
         Some(0) => {}
         Some(count) => info!("sending {signal} to {count} remaining process(es)"),
         None => info!("sending {signal} to the remaining processes"),
-    }
-}
-
-fn log_main_exit(status: ExitStatus) {
-    match status {
-        ExitStatus::Code(code) => info!("main process exited with code {code}"),
-        ExitStatus::Signal(signo) => {
-            info!("main process was killed by {} (exit code {})", signals::name(signo), status.code())
-        }
     }
 }

@@ -21,17 +21,9 @@ use std::process::{Command, Stdio};
 use nix::errno::Errno;
 use nix::unistd::{Gid, Pid, Uid, getpgrp, setgid, setgroups, setpgid, setsid, setuid, tcsetpgrp};
 
+pub use crate::accounts::Credentials;
 use crate::exit_code;
 use crate::pid1::signals;
-
-/// The identity a process runs as, resolved from /etc/passwd and /etc/group by our own parser.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub uid: u32,
-    pub gid: u32,
-    /// Supplementary groups; replaced whole, so the init's own never leak to the process.
-    pub groups: Vec<u32>,
-}
 
 /// Where the process's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,7 +112,8 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
     if !spec.main {
         command.stdin(Stdio::null());
     }
-    let setup = ChildSetup { main: spec.main, foreground: spec.foreground, credentials: spec.credentials.cloned() };
+    let setup =
+        ChildSetup { main: spec.main, foreground: spec.foreground, credentials: spec.credentials.cloned() };
     // SAFETY: the closure runs in the forked child before exec and only makes
     // async-signal-safe system calls; the credentials were cloned before the fork, so it
     // allocates nothing and touches no lock.

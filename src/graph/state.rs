@@ -1,0 +1,233 @@
+//! What the graph remembers about each node, and how that is shown to people (`status`).
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::spec::NodeSpec;
+
+/// A node's state. The names ([`NodeState::as_str`]) are a contract (DESIGN.md "Status and
+/// health").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Waiting for its dependencies' conditions.
+    Pending,
+    /// Being spawned, or spawned and not yet ready (it has a readiness probe or a ready line).
+    Starting,
+    /// Up. Ready too when it has no readiness criterion; not ready when it lost its readiness.
+    Running,
+    /// Up and its readiness criterion passed.
+    Ready,
+    /// Ended with a success code and will not be restarted.
+    Completed,
+    /// Ended in failure and will not be restarted.
+    Failed,
+    /// Ended; waiting for its restart delay.
+    Backoff,
+    /// Asked to stop (shutdown or a failed liveness probe); waiting for its exit.
+    Stopping,
+    /// Stopped by the shutdown, or never started because the shutdown came first.
+    Stopped,
+    /// Never started: a dependency's condition can never be met.
+    Skipped,
+    /// Never started: disabled in the config.
+    Disabled,
+}
+
+impl NodeState {
+    /// The contract name, as shown by `status` and the health endpoint.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Ready => "ready",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Backoff => "backoff",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Skipped => "skipped",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    /// Started and not asked to stop: its process runs (or is being spawned).
+    pub fn is_live(self) -> bool {
+        matches!(self, Self::Starting | Self::Running | Self::Ready)
+    }
+
+    /// A live node, or one whose process is still on its way out: the shutdown waits for these.
+    pub(super) fn is_active(self) -> bool {
+        self.is_live() || self == Self::Stopping
+    }
+
+    /// Nothing more will happen to the node without a shutdown (the natural end needs all nodes
+    /// here). `Completed` and `Failed` are only ever final: a restart goes through `Backoff`.
+    pub fn is_at_rest(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Skipped | Self::Disabled)
+    }
+}
+
+/// One node as shown by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    pub name: String,
+    pub state: NodeState,
+    /// The process's pid while it has one.
+    pub pid: Option<i32>,
+    /// Restarts so far (never reset).
+    pub restarts: u32,
+    /// The code of the node's last end (128+N for signal N), kept across restarts.
+    pub exit_code: Option<i32>,
+    /// `ready` state, or `running` without any readiness criterion.
+    pub ready: bool,
+    /// Why it is skipped, failed, restarting or not ready; for people.
+    pub reason: Option<String>,
+}
+
+/// Consecutive results of one probe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Streak {
+    pub oks: u32,
+    pub fails: u32,
+}
+
+impl Streak {
+    /// Counts one result; a result of the other kind breaks the streak.
+    pub fn record(&mut self, ok: bool) {
+        if ok {
+            self.oks = self.oks.saturating_add(1);
+            self.fails = 0;
+        } else {
+            self.fails = self.fails.saturating_add(1);
+            self.oks = 0;
+        }
+    }
+}
+
+/// A node's spec and everything that happened to it.
+#[derive(Debug, Clone)]
+pub(super) struct Node {
+    pub spec: NodeSpec,
+    pub state: NodeState,
+    /// Set from `Spawned` to the exit. `Starting`/`Stopping` without a pid means the spawn was
+    /// asked for and not answered yet (see [`Node::awaiting_spawn`]).
+    pub pid: Option<i32>,
+    pub restarts: u32,
+    /// Restarts since the process last stayed up `BACKOFF_RESET_AFTER`: the backoff exponent.
+    pub consecutive: u32,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    /// When the current process was spawned; `None` from the `Spawn` until `Spawned`.
+    pub spawned_at: Option<Instant>,
+    /// Sticky facts the dependency conditions are decided on.
+    pub ever_spawned: bool,
+    pub ever_ready: bool,
+    pub ever_log_ready: bool,
+    pub readiness: Streak,
+    pub liveness: Streak,
+    /// It is stopping because its liveness probe failed: its exit counts as a failure.
+    pub liveness_failed: bool,
+    /// SIGKILL was sent while stopping: the next kill timer gives up on it (during shutdown).
+    pub killed: bool,
+}
+
+impl Node {
+    pub fn new(spec: NodeSpec) -> Self {
+        Self {
+            spec,
+            state: NodeState::Pending,
+            pid: None,
+            restarts: 0,
+            consecutive: 0,
+            exit_code: None,
+            reason: None,
+            spawned_at: None,
+            ever_spawned: false,
+            ever_ready: false,
+            ever_log_ready: false,
+            readiness: Streak::default(),
+            liveness: Streak::default(),
+            liveness_failed: false,
+            killed: false,
+        }
+    }
+
+    pub fn has_probes(&self) -> bool {
+        self.spec.readiness.is_some() || self.spec.liveness.is_some()
+    }
+
+    /// A readiness probe or a ready log line decides when it is ready; without either it is
+    /// ready as soon as it runs.
+    pub fn has_readiness_criterion(&self) -> bool {
+        self.spec.readiness.is_some() || self.spec.has_ready_log_line
+    }
+
+    pub fn is_ready(&self) -> bool {
+        match self.state {
+            NodeState::Ready => true,
+            NodeState::Running => !self.has_readiness_criterion(),
+            _ => false,
+        }
+    }
+
+    /// A `Spawn` went out and neither `Spawned` nor `SpawnFailed` came back yet.
+    pub fn awaiting_spawn(&self) -> bool {
+        self.pid.is_none() && matches!(self.state, NodeState::Starting | NodeState::Stopping)
+    }
+
+    /// Its probes were started (at `Spawned`) and not stopped yet.
+    pub fn probes_running(&self) -> bool {
+        self.pid.is_some() && self.state.is_live() && self.has_probes()
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            name: self.spec.name.clone(),
+            state: self.state,
+            pid: self.pid,
+            restarts: self.restarts,
+            exit_code: self.exit_code,
+            ready: self.is_ready(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_are_the_contract() {
+        let all = [
+            (NodeState::Pending, "pending"),
+            (NodeState::Starting, "starting"),
+            (NodeState::Running, "running"),
+            (NodeState::Ready, "ready"),
+            (NodeState::Completed, "completed"),
+            (NodeState::Failed, "failed"),
+            (NodeState::Backoff, "backoff"),
+            (NodeState::Stopping, "stopping"),
+            (NodeState::Stopped, "stopped"),
+            (NodeState::Skipped, "skipped"),
+            (NodeState::Disabled, "disabled"),
+        ];
+        for (state, name) in all {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(serde_json::to_value(state).ok(), Some(serde_json::Value::from(name)));
+        }
+    }
+
+    #[test]
+    fn a_streak_is_broken_by_the_other_result() {
+        let mut streak = Streak::default();
+        streak.record(true);
+        streak.record(true);
+        assert_eq!(streak, Streak { oks: 2, fails: 0 });
+        streak.record(false);
+        assert_eq!(streak, Streak { oks: 0, fails: 1 });
+    }
+}
