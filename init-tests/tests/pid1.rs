@@ -56,9 +56,11 @@ fn signals_sent_to_the_init_reach_the_main_process() {
 fn forwarding_to_the_process_group_is_a_setting() {
     let config = std::env::temp_dir().join(format!("nix2gpu-group-{}.yaml", std::process::id()));
     std::fs::write(&config, "nix2gpu:\n  forward_signals_to: group\n").unwrap();
-    // A background job of a non-interactive shell stays in the shell's process group.
-    let script = "sh -c 'trap \"echo child got USR1; exit 0\" USR1; echo child ready; sleep 1000 & wait' & \
-                  trap 'echo parent got USR1' USR1; wait $!; wait $!";
+    // A background job of a non-interactive shell stays in the shell's process group. The
+    // parent's trap is set before the child can say it is ready.
+    let script = "trap 'echo parent got USR1' USR1; \
+                  sh -c 'trap \"echo child got USR1; exit 0\" USR1; echo child ready; sleep 1000 & wait' & \
+                  wait $!; wait $!";
     let mut init = Launch::new(&["--config", config.to_str().unwrap(), "--", "sh", "-c", script]).start();
     init.wait_for_line("child ready");
     init.signal(Signal::SIGUSR1);
