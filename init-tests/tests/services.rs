@@ -359,3 +359,16 @@ fn services_run_as_their_user_and_in_their_working_dir() {
     assert_eq!(init.wait_exit(), 0);
     init.wait_for_service_line("who", "65534:65534:65534 /tmp");
 }
+
+#[test]
+fn a_partial_line_is_shown_after_a_quiet_period_and_at_exit() {
+    let (_config, launch) = with_config(
+        "processes:\n  prompt:\n    command: \"printf 'password: '; sleep 1; printf 'tail without newline'\"\n",
+    );
+    let mut init = launch.start();
+    let started = Instant::now();
+    init.wait_for_service_line("prompt", "password: ");
+    assert!(started.elapsed() < Duration::from_millis(900), "shown while the process still waits");
+    assert_eq!(init.wait_exit(), 0);
+    init.wait_for_service_line("prompt", "tail without newline");
+}
