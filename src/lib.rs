@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod boot;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod exit_code;
 pub mod graph;
 pub mod logs;
