@@ -3,8 +3,9 @@
 mod bench;
 mod static_build;
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 const HELP: &str = "\
 cargo xtask <task>
@@ -45,13 +46,52 @@ pub fn run(command: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{command:?} failed: {status}")) }
 }
 
-/// `cargo xtask test`: the static binary, then all tests (unit and PID-1) against it.
+/// `cargo xtask test`: the static binary, then all tests (unit and PID-1) against it. cargo
+/// prints one "test result" line per test binary, the last of them usually a doc-test run with
+/// nothing in it; the sum over all of them closes the output, so the total is what is read last.
 fn test() -> Result<(), String> {
     let binary = static_build::build()?;
-    run(Command::new(env!("CARGO"))
+    let mut child = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["test", "--workspace", "--exclude", "xtask"])
-        .env("NIX2GPU_INIT_BIN", &binary))
+        .env("NIX2GPU_INIT_BIN", &binary)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run cargo test: {e}"))?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().map_err(|e| format!("cannot wait for cargo test: {e}"))?;
+    println!("{} passed, {} failed", totals.passed, totals.failed);
+    if status.success() { Ok(()) } else { Err(format!("cargo test failed: {status}")) }
+}
+
+/// Passed and failed tests summed over cargo's "test result" lines.
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+}
+
+impl Totals {
+    /// Adds the counts of a line like `test result: ok. 16 passed; 0 failed; 0 ignored; ...`.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else { return };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else { continue };
+            let count = count.parse::<u64>().unwrap_or(0);
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 /// `cargo xtask demo`: the init as PID 1 of a fresh PID namespace, running fixtures/demo.sh.
