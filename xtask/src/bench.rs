@@ -1,23 +1,35 @@
-//! `cargo xtask bench`: nix2gpu-init against Debian's tini-static, catatonit and dumb-init, all
-//! measured in one run on the same machine, so the ratios in BENCHMARKS.md compare like with
-//! like. The file is generated here from the measured numbers; nothing in it is hand-edited.
+//! `cargo xtask bench`: nix2gpu-init against Debian's tini-static, catatonit and dumb-init as
+//! PID 1, then against supervisord, s6-svscan and a plain shell as a supervisor, all measured in
+//! one run on the same machine, so the ratios in BENCHMARKS.md compare like with like. The file
+//! is generated here from the measured numbers; nothing in it is hand-edited.
 //!
-//! Measurements: startup overhead of `INIT -- /bin/true` (not PID 1), VmRSS as PID 1 with three
+//! PID 1: startup overhead of `INIT -- /bin/true` (not PID 1), VmRSS as PID 1 with three
 //! sleeping children, time to reap 10,000 orphans as PID 1 plus a zombie count, binary size.
+//!
+//! Supervisor: time until 3, 100 and 1000 services run, memory with them running, context
+//! switches while idle, log throughput against `cat`, and SIGTERM to exit.
 
+mod census;
 mod contenders;
 mod isolated;
+mod log_rate;
 mod measure;
 mod process;
 mod report;
+mod services;
+mod services_report;
+mod supervisors;
 
 use std::fs;
 use std::path::Path;
 
 use contenders::Contender;
+use supervisors::Supervisor;
 
 /// Where the generated report goes, relative to the workspace root.
 const REPORT_FILE: &str = "BENCHMARKS.md";
+/// Where the supervisor runs keep their configurations, relative to the workspace root.
+const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 
 /// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md.
 /// In the copy of itself that the bench starts in a private mount namespace, measures startup
@@ -29,9 +41,11 @@ pub fn run() -> Result<(), String> {
     let facts = report::Machine::read()?;
     let ours = crate::static_build::build()?;
     let contenders = contenders::all(ours.clone())?;
+    let supervisors = supervisors::all(ours.clone())?;
     let storm = measure::build_orphan_storm()?;
     let results = measure_all(&contenders, &ours, &storm)?;
     let text = report::render(&facts, &contenders, &results);
+    let text = format!("{text}\n{}", measure_supervisors(&supervisors, &ours)?);
     print!("{text}");
     let path = crate::root().join(REPORT_FILE);
     fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -54,4 +68,19 @@ fn measure_all(contenders: &[Contender], ours: &Path, storm: &Path) -> Result<me
     notes.extend(storm_notes);
     let sizes = measure::sizes(contenders)?;
     Ok(measure::Results { startup, rss_kb, storm, zombies, sizes, notes })
+}
+
+/// The supervisor measurements in turn, rendered as the second part of the report.
+fn measure_supervisors(supervisors: &[Supervisor], ours: &Path) -> Result<String, String> {
+    let dir = crate::root().join(SUPERVISOR_DIR);
+    let runs = services::measure(supervisors, &dir)?;
+    eprintln!(
+        "bench: context switches over {} s idle with {} services, all supervisors at once",
+        services::IDLE_WINDOW.as_secs(),
+        services::IDLE_SERVICES
+    );
+    let idle = services::idle_switches(supervisors, &dir)?;
+    eprintln!("bench: log throughput, {} bytes, {} runs per reader", log_rate::LOG_BYTES, log_rate::LOG_RUNS);
+    let log = log_rate::measure(ours, &dir)?;
+    Ok(services_report::render(supervisors, &runs, &idle, &log))
 }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 /// Our log level for every run: at the default (info) our init prints a line per main process,
 /// which the peers do not, and the bench should time the init, not its logging.
-const OUR_ENV: &[(&str, &str)] = &[("NIX2GPU_LOG", "warn")];
+pub const OUR_ENV: &[(&str, &str)] = &[("NIX2GPU_LOG", "warn")];
 
 /// Mounts tmpfs over /run and /var before exec'ing the init: ours creates /run/sshd, /var/empty
 /// and the like at boot and must not touch the host's. The peers get the same wrapper, so the

@@ -194,13 +194,18 @@ fn ready_init(unshare: u32, expected: &Path) -> Option<u32> {
     process::children(init).into_iter().any(has_three_sleepers).then_some(init)
 }
 
-/// Compiles fixtures/orphan_storm.c into target/bench (rebuilt each run: it takes a moment and
-/// the fixture must never be stale).
+/// Compiles fixtures/orphan_storm.c into target/bench.
 pub fn build_orphan_storm() -> Result<PathBuf, String> {
+    compile_fixture("fixtures/orphan_storm.c", "orphan_storm")
+}
+
+/// Compiles a C fixture (a path from the workspace root) into target/bench/NAME; rebuilt each
+/// run: it takes a moment and a fixture must never be stale.
+pub fn compile_fixture(source: &str, name: &str) -> Result<PathBuf, String> {
     let dir = root().join("target/bench");
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let binary = dir.join("orphan_storm");
-    let source = root().join("fixtures/orphan_storm.c");
+    let binary = dir.join(name);
+    let source = root().join(source);
     crate::run(
         Command::new("gcc").args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&binary).arg(&source),
     )
@@ -292,7 +297,7 @@ fn size(path: &Path) -> Result<Size, String> {
 }
 
 /// The run, if it exited 0; else an error with its status and stderr.
-fn succeeded(run: Finished, name: &str) -> Result<Finished, String> {
+pub fn succeeded(run: Finished, name: &str) -> Result<Finished, String> {
     if run.status.success() {
         Ok(run)
     } else {

@@ -97,6 +97,25 @@ pub fn kill_and_reap(child: &mut Child, limit: Duration) -> Result<(), String> {
     }
 }
 
+/// Waits until a process has exited (gone, or a zombie), polling every 5 ms for at most
+/// `limit`. For the PID 1 of a namespace, exited means the kernel has killed and reaped every
+/// other process in it.
+pub fn wait_exited(pid: u32, limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let path = format!("/proc/{pid}/stat");
+    loop {
+        // The state is the first field after the command name, which ends with the last ')'.
+        let state = fs::read_to_string(&path).ok().and_then(|stat| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next().map(String::from))
+        });
+        match state.as_deref() {
+            None | Some("Z" | "X") => return Ok(()),
+            Some(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
+            Some(state) => return Err(format!("pid {pid} still running (state {state}) after {limit:?}")),
+        }
+    }
+}
+
 /// The children of a process (empty if it is gone: callers poll until the tree is as expected).
 pub fn children(pid: u32) -> Vec<u32> {
     let path = format!("/proc/{pid}/task/{pid}/children");
@@ -115,16 +134,132 @@ pub fn comm(pid: u32) -> Option<String> {
 
 /// Resident set size in kB, from the VmRSS line of /proc/PID/status.
 pub fn vm_rss_kb(pid: u32) -> Result<u64, String> {
-    let path = format!("/proc/{pid}/status");
-    let status = fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| format!("no VmRSS line in {path}"))
+    status_number(&status(pid)?, "VmRSS").ok_or_else(|| format!("no VmRSS line in /proc/{pid}/status"))
 }
 
 /// Canonical form of a path, to compare with /proc/PID/exe.
 pub fn canonical(path: &Path) -> Result<PathBuf, String> {
     fs::canonicalize(path).map_err(|e| format!("cannot resolve {}: {e}", path.display()))
+}
+
+/// Memory of a process in kB, from /proc/PID/status.
+#[derive(Clone, Copy, Default)]
+pub struct Memory {
+    pub vm_rss: u64,
+    /// Anonymous pages (heap, stacks): what the process itself allocated.
+    pub rss_anon: u64,
+    /// File-backed pages: mostly the executable and libraries, shared with other processes
+    /// that map the same files.
+    pub rss_file: u64,
+    /// Proportional set size: each page divided by the number of processes that map it, so
+    /// the PSS of several processes adds up to the memory they use together.
+    pub pss: u64,
+}
+
+impl Memory {
+    pub fn of(pid: u32) -> Result<Self, String> {
+        let status = status(pid)?;
+        let field =
+            |name| status_number(&status, name).ok_or_else(|| format!("no {name} in /proc/{pid}/status"));
+        let rollup_path = format!("/proc/{pid}/smaps_rollup");
+        let rollup =
+            fs::read_to_string(&rollup_path).map_err(|e| format!("cannot read {rollup_path}: {e}"))?;
+        Ok(Memory {
+            vm_rss: field("VmRSS")?,
+            rss_anon: field("RssAnon")?,
+            rss_file: field("RssFile")?,
+            pss: status_number(&rollup, "Pss").ok_or_else(|| format!("no Pss in {rollup_path}"))?,
+        })
+    }
+
+    pub fn plus(self, other: Memory) -> Memory {
+        Memory {
+            vm_rss: self.vm_rss + other.vm_rss,
+            rss_anon: self.rss_anon + other.rss_anon,
+            rss_file: self.rss_file + other.rss_file,
+            pss: self.pss + other.pss,
+        }
+    }
+}
+
+/// Context switches of a process, summed over its threads: /proc/PID/status alone counts only
+/// the main thread's, and a thread that wakes up is as much a wake-up as the main one.
+#[derive(Clone, Copy, Default)]
+pub struct Switches {
+    pub voluntary: u64,
+    pub nonvoluntary: u64,
+}
+
+impl Switches {
+    pub fn of(pid: u32) -> Result<Self, String> {
+        let dir = format!("/proc/{pid}/task");
+        let tasks = fs::read_dir(&dir).map_err(|e| format!("cannot list {dir}: {e}"))?;
+        let mut total = Switches::default();
+        for task in tasks {
+            let path = task.map_err(|e| format!("cannot list {dir}: {e}"))?.path().join("status");
+            let status =
+                fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let field =
+                |name| status_number(&status, name).ok_or_else(|| format!("no {name} in {}", path.display()));
+            total.voluntary += field("voluntary_ctxt_switches")?;
+            total.nonvoluntary += field("nonvoluntary_ctxt_switches")?;
+        }
+        Ok(total)
+    }
+
+    pub fn plus(self, other: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary + other.voluntary,
+            nonvoluntary: self.nonvoluntary + other.nonvoluntary,
+        }
+    }
+
+    pub fn total(self) -> u64 {
+        self.voluntary + self.nonvoluntary
+    }
+
+    /// The switches from `earlier` to `self`.
+    pub fn since(self, earlier: Switches) -> Switches {
+        Switches {
+            voluntary: self.voluntary.saturating_sub(earlier.voluntary),
+            nonvoluntary: self.nonvoluntary.saturating_sub(earlier.nonvoluntary),
+        }
+    }
+}
+
+fn status(pid: u32) -> Result<String, String> {
+    let path = format!("/proc/{pid}/status");
+    fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))
+}
+
+/// The number of a `Name:   123 kB` (or `Name: 123`) line of a /proc status or smaps_rollup
+/// file.
+fn status_number(status: &str, name: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(':')?;
+        value.trim().trim_end_matches("kB").trim().parse().ok()
+    })
+}
+
+/// Sends a signal (a name `kill` knows, e.g. TERM) to a process, through util-linux's `kill`.
+pub fn signal(pid: u32, name: &str) -> Result<(), String> {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run kill: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("kill -{name} {pid} failed: {status}")) }
+}
+
+/// Waits for a child to exit, polling every `poll` for at most `limit`; returns its status.
+/// Polling, not a blocking wait, so the caller keeps its bound without a thread.
+pub fn wait_exit(child: &mut Child, limit: Duration, poll: Duration) -> Result<ExitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(poll),
+            Ok(None) => return Err(format!("pid {} still running after {limit:?}", child.id())),
+            Err(e) => return Err(format!("cannot wait for pid {}: {e}", child.id())),
+        }
+    }
 }
