@@ -6,6 +6,7 @@
 //! (a half-open connection, a slow reader) is the serving task's problem, bounded there.
 
 pub mod protocol;
+pub mod socket;
 
 use tokio::sync::{mpsc, oneshot};
 
