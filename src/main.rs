@@ -131,6 +131,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         interactive,
     };
     let socket_path = socket::path();
+    let mut socket_bound = false;
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,
@@ -141,7 +142,10 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         };
         let (control, asks) = ControlHandle::new();
         match socket::bind(&socket_path) {
-            Ok(listener) => drop(tokio::spawn(socket::serve(listener, control.clone()))),
+            Ok(listener) => {
+                socket_bound = true;
+                drop(tokio::spawn(socket::serve(listener, control.clone())));
+            }
             Err(failure) => {
                 warn!(
                     "no control socket ({}: {failure}); status, logs and restart will not answer",
@@ -151,8 +155,11 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         }
         supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings, asks).await
     });
-    // A clean exit leaves no socket behind (a killed init's is detected and replaced next time).
-    let _ = std::fs::remove_file(&socket_path);
+    // A clean exit leaves no socket behind (a killed init's is detected and replaced next time);
+    // a socket that belongs to another init is not ours to remove.
+    if socket_bound {
+        let _ = std::fs::remove_file(&socket_path);
+    }
     if interactive {
         nix2gpu_init::spawn::reclaim_terminal();
     }

@@ -155,7 +155,8 @@ impl Launch {
         let (sender, lines) = channel();
         forward_lines(master.try_clone().expect("dup"), sender);
         let socket = self.socket_path();
-        let init = Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket };
+        let init =
+            Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket };
         (init, Terminal { master })
     }
 }
@@ -215,20 +216,56 @@ impl Init {
     /// The status entry of node `name`.
     pub fn node(&self, name: &str) -> serde_json::Value {
         let status = self.status();
-        status["nodes"].as_array().and_then(|nodes| nodes.iter().find(|n| n["name"] == name)).cloned().unwrap_or_else(|| panic!("no node {name} in {status}"))
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {name} in {status}"))
     }
 
-    /// Waits until `check` holds for the status of node `name`.
-    pub fn wait_for_node(&self, name: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    /// Waits until `check` holds for the status of node `name` (the socket may not be up yet).
+    pub fn wait_for_node(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + PATIENCE;
+        let mut last = serde_json::Value::Null;
         loop {
-            let node = self.node(name);
-            if check(&node) {
-                return node;
+            let (code, stdout, _) = self.client(&["status", "--json"]);
+            if code == 0 {
+                let status: serde_json::Value = serde_json::from_str(&stdout).expect("status --json is JSON");
+                if let Some(node) =
+                    status["nodes"].as_array().and_then(|n| n.iter().find(|n| n["name"] == name))
+                {
+                    if check(node) {
+                        return node.clone();
+                    }
+                    last = node.clone();
+                }
             }
-            assert!(Instant::now() < deadline, "{name} never became {what}: {node}");
+            assert!(Instant::now() < deadline, "{name} never became {what}: {last}");
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The host pid of the process the init's namespace calls `pid` (from NSpid in /proc).
+    pub fn host_pid_of(&self, pid: i64) -> i32 {
+        let me = self.host_pid();
+        let wanted = pid.to_string();
+        processes()
+            .values()
+            .filter(|p| p.ppid == me)
+            .map(|p| p.pid)
+            .find(|host| {
+                fs::read_to_string(format!("/proc/{host}/status")).is_ok_and(|status| {
+                    status
+                        .lines()
+                        .any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some(&wanted))
+                })
+            })
+            .unwrap_or_else(|| panic!("no child of the init is pid {pid} in its namespace"))
     }
 
     /// The control socket's path.

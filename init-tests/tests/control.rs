@@ -23,6 +23,7 @@ fn status_health_and_readiness_transitions() {
     let config = config_file(TWO_SERVICES);
     let mut init = Launch::new(&["--config", config.path()]).start();
     init.wait_for_service_line("web", "web says hello");
+    init.wait_for_node("web", "started", |n| n["pid"].is_i64());
     let status = init.status();
     let nodes = status["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2);
@@ -52,12 +53,7 @@ fn status_health_and_readiness_transitions() {
     assert_eq!((code, stdout.trim()), (0, "ready"));
 
     // A ready process dies: health goes back to 1 until it is ready again.
-    let host_web = init_tests::processes()
-        .values()
-        .filter(|p| p.ppid == init.host_pid())
-        .map(|p| p.pid)
-        .find(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with("sleep")))
-        .expect("web's sleep is a child of the init");
+    let host_web = init.host_pid_of(web_pid);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(host_web), Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -68,7 +64,11 @@ fn status_health_and_readiness_transitions() {
         assert!(Instant::now() < deadline, "health never went back to not ready");
         std::thread::sleep(Duration::from_millis(10));
     }
-    init.wait_for_node("web", "ready again", |n| n["state"] == "ready" && n["restarts"] == 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(init.node("web")["state"] == "ready" && init.node("web")["restarts"] == 1) {
+        assert!(Instant::now() < deadline, "web never came back: {} {:?}", init.node("web"), init.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
 }
@@ -133,8 +133,11 @@ fn logs_follow_streams_new_lines() {
     }
     follower.kill().unwrap();
     follower.wait().unwrap();
-    let ticks: Vec<u64> =
-        seen.lines().filter_map(|l| l.strip_prefix("ticker | tick ")).filter_map(|n| n.parse().ok()).collect();
+    let ticks: Vec<u64> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("ticker | tick "))
+        .filter_map(|n| n.parse().ok())
+        .collect();
     assert!(ticks.len() >= 5 && ticks.windows(2).all(|w| w[1] == w[0] + 1), "in order, none lost: {seen}");
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
@@ -200,7 +203,10 @@ fn two_inits_side_by_side_answer_for_themselves() {
     let mut second = Launch::new(&["--config", b.path()]).start();
     first.wait_for_node("alpha", "running", |n| n["state"] == "running");
     second.wait_for_node("beta", "running", |n| n["state"] == "running");
-    assert_eq!(first.status()["nodes"].as_array().unwrap().len(), 1);
+    let (code, stdout, stderr) = first.client(&["status", "--json"]);
+    assert_eq!(code, 0, "{stderr} {:?} {:?}", first.output(), second.output());
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 1);
     for init in [&mut first, &mut second] {
         init.signal(Signal::SIGTERM);
         assert_eq!(init.wait_exit(), 0);

@@ -54,10 +54,10 @@ keeps running (reaping orphans) until it is stopped.";
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let args: Vec<OsString> = args.into_iter().collect();
-    if let Some(first) = args.first().and_then(|a| a.to_str()) {
-        if let Some(parsed) = parse_client(first, &args[1..])? {
-            return Ok(parsed);
-        }
+    if let Some(first) = args.first().and_then(|a| a.to_str())
+        && let Some(parsed) = parse_client(first, &args[1..])?
+    {
+        return Ok(parsed);
     }
     let mut parser = Parser::from_args(args);
     let mut configs = Vec::new();

@@ -290,6 +290,7 @@ impl Supervisor {
             output: self.output.clone(),
             recent: spec.recent.clone(),
             ready,
+            live: self.live.clone(),
         }
     }
 
