@@ -10,7 +10,7 @@ use std::process::exit;
 use nix2gpu_init::accounts::AccountFiles;
 use nix2gpu_init::cli::{self, Command, client};
 use nix2gpu_init::config::{self, Config, Plan};
-use nix2gpu_init::control::{ControlHandle, socket};
+use nix2gpu_init::control::{ControlHandle, http, socket};
 use nix2gpu_init::graph::Graph;
 use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
@@ -132,6 +132,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     };
     let socket_path = socket::path();
     let mut socket_bound = false;
+    let health_listen = config.nix2gpu.health.listen.clone();
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,
@@ -151,6 +152,12 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
                     "no control socket ({}: {failure}); status, logs and restart will not answer",
                     socket_path.display()
                 )
+            }
+        }
+        if let Some(listen) = &health_listen {
+            match http::bind(listen).await {
+                Ok(listener) => drop(tokio::spawn(http::serve(listener, control.clone()))),
+                Err(failure) => warn!("no health endpoint: {failure}"),
             }
         }
         supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings, asks).await

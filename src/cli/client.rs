@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::control::protocol::{Envelope, VERSION};
-use crate::control::socket;
 use crate::control::{NodeReport, Request, Response, StatusReport};
+use crate::control::{http, socket};
 
 /// How long a one-answer request may take before the client gives up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,9 +58,7 @@ fn unreachable(path: &Path, error: &io::Error) -> String {
 pub fn status(json: bool) -> i32 {
     let mut code = 0;
     let result = ask(Request::Status, false, |response| match response {
-        Response::Status(report) if json => {
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-        }
+        Response::Status(report) if json => print!("{}", http::status_json(&report)),
         Response::Status(report) => print!("{}", table(&report)),
         other => code = refused(other),
     });
