@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::exit;
 
 use nix2gpu_init::accounts::AccountFiles;
-use nix2gpu_init::cli::{self, Command};
+use nix2gpu_init::cli::{self, Command, client};
 use nix2gpu_init::config::{self, Config, Plan};
+use nix2gpu_init::control::{ControlHandle, http, socket};
 use nix2gpu_init::graph::Graph;
 use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
@@ -39,6 +40,10 @@ fn main() {
             0
         }
         Command::Check { configs } => check(&configs),
+        Command::Status { json } => client::status(json),
+        Command::Health => client::health(),
+        Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
+        Command::Control(request) => client::control(request),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
@@ -125,15 +130,43 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         grace: config.shutdown_timeout(),
         interactive,
     };
+    let socket_path = socket::path();
+    let mut socket_bound = false;
+    let health_listen = config.nix2gpu.health.listen.clone();
     let code = runtime.block_on(async {
-        match signals::Signals::open() {
-            Ok(signals) => supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings).await,
+        let signals = match signals::Signals::open() {
+            Ok(signals) => signals,
             Err(failure) => {
                 error!("cannot open a signalfd: {failure}");
-                exit_code::INTERNAL
+                return exit_code::INTERNAL;
+            }
+        };
+        let (control, asks) = ControlHandle::new();
+        match socket::bind(&socket_path) {
+            Ok(listener) => {
+                socket_bound = true;
+                drop(tokio::spawn(socket::serve(listener, control.clone())));
+            }
+            Err(failure) => {
+                warn!(
+                    "no control socket ({}: {failure}); status, logs and restart will not answer",
+                    socket_path.display()
+                )
             }
         }
+        if let Some(listen) = &health_listen {
+            match http::bind(listen).await {
+                Ok(listener) => drop(tokio::spawn(http::serve(listener, control.clone()))),
+                Err(failure) => warn!("no health endpoint: {failure}"),
+            }
+        }
+        supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings, asks).await
     });
+    // A clean exit leaves no socket behind (a killed init's is detected and replaced next time);
+    // a socket that belongs to another init is not ours to remove.
+    if socket_bound {
+        let _ = std::fs::remove_file(&socket_path);
+    }
     if interactive {
         nix2gpu_init::spawn::reclaim_terminal();
     }

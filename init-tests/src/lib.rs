@@ -40,6 +40,15 @@ pub struct Launch {
     args: Vec<String>,
     env: Vec<(String, String)>,
     as_plain_process: bool,
+    socket: Option<String>,
+}
+
+/// A control socket path no other init of this test run uses.
+pub fn fresh_socket_path() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SOCKETS: AtomicUsize = AtomicUsize::new(0);
+    let n = SOCKETS.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("nix2gpu-test-{}-{n}.sock", std::process::id())).display().to_string()
 }
 
 impl Launch {
@@ -60,8 +69,21 @@ impl Launch {
         self
     }
 
+    /// Uses this control socket path instead of a fresh one ("" means the init's default,
+    /// /run/nix2gpu/control.sock, private to its mount namespace).
+    pub fn socket(mut self, path: &str) -> Self {
+        self.socket = Some(path.to_string());
+        self
+    }
+
+    /// Where this init's control socket is: a fresh path in the host's temp dir (visible to the
+    /// test, and never shared between two inits), unless [`Launch::socket`] chose one.
+    pub fn socket_path(&mut self) -> String {
+        self.socket.get_or_insert_with(fresh_socket_path).clone()
+    }
+
     /// The command that starts it, with stdio left for the caller to set.
-    pub fn command(&self) -> Command {
+    pub fn command(&mut self) -> Command {
         let mut command = if self.as_plain_process {
             Command::new(init_binary())
         } else {
@@ -75,7 +97,8 @@ impl Launch {
                 .arg(init_binary());
             command
         };
-        command.args(&self.args).env("NIX2GPU_CONTROL_SOCKET", "/run/nix2gpu/control.sock");
+        let socket = self.socket_path();
+        command.args(&self.args).env("NIX2GPU_CONTROL_SOCKET", socket);
         for (key, value) in &self.env {
             command.env(key, value);
         }
@@ -83,14 +106,15 @@ impl Launch {
     }
 
     /// Starts the init with its stdout and stderr captured.
-    pub fn start(self) -> Init {
+    pub fn start(mut self) -> Init {
         let mut command = self.command();
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("cannot start the init (is util-linux's unshare installed?)");
         let (sender, lines) = channel();
         forward_lines(child.stdout.take().expect("piped"), sender.clone());
         forward_lines(child.stderr.take().expect("piped"), sender);
-        Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None }
+        let socket = self.socket_path();
+        Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket }
     }
 }
 
@@ -110,7 +134,7 @@ impl Terminal {
 impl Launch {
     /// Starts the init on a new pseudo-terminal that is the controlling terminal of its session,
     /// as `docker run -it` does; its output is read back from the terminal.
-    pub fn start_on_terminal(self) -> (Init, Terminal) {
+    pub fn start_on_terminal(mut self) -> (Init, Terminal) {
         let size = nix::pty::Winsize { ws_row: 24, ws_col: 80, ws_xpixel: 0, ws_ypixel: 0 };
         let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
         let mut command = self.command();
@@ -130,7 +154,9 @@ impl Launch {
         let master = fs::File::from(pty.master);
         let (sender, lines) = channel();
         forward_lines(master.try_clone().expect("dup"), sender);
-        let init = Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None };
+        let socket = self.socket_path();
+        let init =
+            Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket };
         (init, Terminal { master })
     }
 }
@@ -164,9 +190,89 @@ pub struct Init {
     seen: Vec<String>,
     plain: bool,
     exit_code: Option<i32>,
+    socket: String,
 }
 
 impl Init {
+    /// Runs `nix2gpu-init ARGS` as a client of this init's control socket; returns the exit
+    /// code, stdout and stderr.
+    pub fn client(&self, args: &[&str]) -> (i32, String, String) {
+        let output = Command::new(init_binary())
+            .args(args)
+            .env("NIX2GPU_CONTROL_SOCKET", &self.socket)
+            .output()
+            .expect("the client runs");
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, stdout, stderr) = self.client(&["status", "--json"]);
+        assert_eq!(code, 0, "status failed: {stderr}");
+        serde_json::from_str(&stdout).expect("status --json is JSON")
+    }
+
+    /// The status entry of node `name`.
+    pub fn node(&self, name: &str) -> serde_json::Value {
+        let status = self.status();
+        status["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no node {name} in {status}"))
+    }
+
+    /// Waits until `check` holds for the status of node `name` (the socket may not be up yet).
+    pub fn wait_for_node(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + PATIENCE;
+        let mut last = serde_json::Value::Null;
+        loop {
+            let (code, stdout, _) = self.client(&["status", "--json"]);
+            if code == 0 {
+                let status: serde_json::Value = serde_json::from_str(&stdout).expect("status --json is JSON");
+                if let Some(node) =
+                    status["nodes"].as_array().and_then(|n| n.iter().find(|n| n["name"] == name))
+                {
+                    if check(node) {
+                        return node.clone();
+                    }
+                    last = node.clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "{name} never became {what}: {last}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The host pid of the process the init's namespace calls `pid` (from NSpid in /proc).
+    pub fn host_pid_of(&self, pid: i64) -> i32 {
+        let me = self.host_pid();
+        let wanted = pid.to_string();
+        processes()
+            .values()
+            .filter(|p| p.ppid == me)
+            .map(|p| p.pid)
+            .find(|host| {
+                fs::read_to_string(format!("/proc/{host}/status")).is_ok_and(|status| {
+                    status
+                        .lines()
+                        .any(|l| l.starts_with("NSpid:") && l.split_whitespace().last() == Some(&wanted))
+                })
+            })
+            .unwrap_or_else(|| panic!("no child of the init is pid {pid} in its namespace"))
+    }
+
+    /// The control socket's path.
+    pub fn socket(&self) -> &str {
+        &self.socket
+    }
+
     /// The init's pid on the host (unshare's child in namespace mode).
     pub fn host_pid(&self) -> i32 {
         if self.plain {
@@ -264,6 +370,16 @@ impl Init {
             }
             thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Waits for the init to be gone, however it ended (a test that killed it).
+    pub fn wait_gone(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.child.try_wait().expect("waitable").is_none() {
+            assert!(Instant::now() < deadline, "the init did not go away");
+            thread::sleep(Duration::from_millis(2));
+        }
+        self.exit_code = Some(-1);
     }
 
     /// Everything the init and its children printed so far.

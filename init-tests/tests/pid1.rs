@@ -202,6 +202,7 @@ fn without_root_the_boot_steps_degrade_with_warnings() {
         .arg(init)
         .args(args)
         .env("HOME", "/nonexistent")
+        .env("NIX2GPU_CONTROL_SOCKET", init_tests::fresh_socket_path())
         .output()
         .expect("setpriv (util-linux) runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

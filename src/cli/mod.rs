@@ -8,6 +8,10 @@ use std::path::PathBuf;
 
 use lexopt::{Arg, Parser, ValueExt};
 
+use crate::control::Request;
+
+pub mod client;
+
 /// What the user asked the binary to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
@@ -17,6 +21,14 @@ pub enum Command {
     Check { configs: Vec<PathBuf> },
     /// Print the JSON Schema of the configuration.
     Schema,
+    /// Ask the running init for its status.
+    Status { json: bool },
+    /// Ask the running init whether it is ready.
+    Health,
+    /// Recent output from the running init's ring buffer.
+    Logs { name: Option<String>, lines: usize, follow: bool },
+    /// Start, stop or restart one node of the running init.
+    Control(Request),
     /// Print the usage text.
     Help,
     /// Print the version.
@@ -28,6 +40,10 @@ pub const USAGE: &str = "\
 usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (the Entrypoint)
        nix2gpu-init check [--config FILE]...               validate the configuration
        nix2gpu-init schema                                 JSON Schema of the config, for editors
+       nix2gpu-init status [--json]                        ask the running init: nodes, states, pids, restarts
+       nix2gpu-init health                                 exit 0 if ready, 1 if not (Docker HEALTHCHECK)
+       nix2gpu-init logs [NAME] [-n N] [-f]                recent output from the ring buffer
+       nix2gpu-init restart|stop|start NAME                control one node
        nix2gpu-init --help | --version
 
 Config files: every --config in order, else $NIX2GPU_CONFIG, else /etc/nix2gpu/config.yaml
@@ -37,6 +53,12 @@ keeps running (reaping orphans) until it is stopped.";
 
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(first) = args.first().and_then(|a| a.to_str())
+        && let Some(parsed) = parse_client(first, &args[1..])?
+    {
+        return Ok(parsed);
+    }
     let mut parser = Parser::from_args(args);
     let mut configs = Vec::new();
     let mut subcommand: Option<String> = None;
@@ -75,6 +97,41 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         Some(name) => Err(format!("`{name}` takes no command after `--` (and `schema` no --config)")),
         None => Ok(Command::Run { configs, main }),
     }
+}
+
+/// The subcommands that talk to a running init; `None` when `name` is not one of them.
+fn parse_client(name: &str, rest: &[OsString]) -> Result<Option<Command>, String> {
+    let mut parser = Parser::from_args(rest.iter().cloned());
+    let (mut json, mut lines, mut follow, mut positional) = (false, 100, false, Vec::new());
+    if !matches!(name, "status" | "health" | "logs" | "start" | "stop" | "restart") {
+        return Ok(None);
+    }
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Arg::Long("json") if name == "status" => json = true,
+            Arg::Short('n') | Arg::Long("lines") if name == "logs" => {
+                let value = parser.value().map_err(|e| e.to_string())?;
+                lines = value.parse().map_err(|e: lexopt::Error| format!("-n: {e}"))?;
+            }
+            Arg::Short('f') | Arg::Long("follow") if name == "logs" => follow = true,
+            Arg::Value(value) => positional.push(value.string().map_err(|e| e.to_string())?),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let one_name = |mut names: Vec<String>| match names.len() {
+        1 => Ok(names.remove(0)),
+        _ => Err(format!("`{name}` takes exactly one node name")),
+    };
+    let command = match name {
+        "status" if positional.is_empty() => Command::Status { json },
+        "health" if positional.is_empty() => Command::Health,
+        "logs" if positional.len() <= 1 => Command::Logs { name: positional.pop(), lines, follow },
+        "start" => Command::Control(Request::Start { name: one_name(positional)? }),
+        "stop" => Command::Control(Request::Stop { name: one_name(positional)? }),
+        "restart" => Command::Control(Request::Restart { name: one_name(positional)? }),
+        _ => return Err(format!("`{name}` takes no such arguments")),
+    };
+    Ok(Some(command))
 }
 
 fn next_is_double_dash(parser: &mut Parser) -> bool {
@@ -126,6 +183,24 @@ mod tests {
     fn schema_takes_nothing() {
         assert_eq!(parse_str(&["schema"]).unwrap(), Command::Schema);
         assert!(parse_str(&["schema", "--config", "x"]).is_err());
+    }
+
+    #[test]
+    fn client_subcommands() {
+        assert_eq!(parse_str(&["status", "--json"]).unwrap(), Command::Status { json: true });
+        assert_eq!(parse_str(&["health"]).unwrap(), Command::Health);
+        assert_eq!(
+            parse_str(&["logs", "web", "-n", "5", "-f"]).unwrap(),
+            Command::Logs { name: Some("web".into()), lines: 5, follow: true }
+        );
+        assert_eq!(parse_str(&["logs"]).unwrap(), Command::Logs { name: None, lines: 100, follow: false });
+        assert_eq!(
+            parse_str(&["restart", "web"]).unwrap(),
+            Command::Control(Request::Restart { name: "web".into() })
+        );
+        assert!(parse_str(&["stop"]).is_err());
+        assert!(parse_str(&["status", "extra"]).is_err());
+        assert!(parse_str(&["health", "--json"]).is_err());
     }
 
     #[test]

@@ -41,11 +41,12 @@ impl Config {
     }
 
     fn merge_nix2gpu(&mut self, later: Nix2gpu) {
-        let Nix2gpu { shutdown_timeout_seconds, forward_signals_to, log } = later;
+        let Nix2gpu { shutdown_timeout_seconds, forward_signals_to, log, health } = later;
         let ours = &mut self.nix2gpu;
         ours.shutdown_timeout_seconds = shutdown_timeout_seconds.or(ours.shutdown_timeout_seconds);
         ours.forward_signals_to = forward_signals_to.or(ours.forward_signals_to);
         ours.log.format = log.format.or(ours.log.format);
         ours.log.timestamps = log.timestamps.or(ours.log.timestamps);
+        ours.health.listen = health.listen.or(ours.health.listen.take());
     }
 }

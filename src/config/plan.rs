@@ -83,6 +83,10 @@ pub(super) fn plan_trusting(
     broken: &BTreeSet<String>,
 ) -> Result<Plan, Vec<ConfigError>> {
     let mut issues = validate::graph(config, broken);
+    if let Some(listen) = &config.nix2gpu.health.listen {
+        let path = KeyPath::root().key("nix2gpu").key("health").key("listen");
+        check(validate::listen(listen), &path, &mut issues);
+    }
     let planner = Planner::new(config, init_env, accounts, &mut issues);
     let mut services = Vec::with_capacity(config.processes.len());
     for (name, process) in config.processes.iter().filter(|(name, _)| !broken.contains(*name)) {

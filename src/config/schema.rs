@@ -264,6 +264,19 @@ pub struct Nix2gpu {
     /// How output reaches stdout.
     #[serde(default)]
     pub log: LogSettings,
+    /// The HTTP endpoint.
+    #[serde(default)]
+    pub health: HealthSettings,
+}
+
+/// `nix2gpu.health`: the HTTP endpoint, served only when `listen` is set.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct HealthSettings {
+    /// `address:port` to serve `/healthz`, `/readyz`, `/status` and `/metrics` on, such as
+    /// `0.0.0.0:8080` or `127.0.0.1:9100` (`[::]:8080` for IPv6): an IP address, not a name
+    /// (no DNS in PID 1). Not set (the default): no endpoint.
+    pub listen: Option<String>,
 }
 
 /// `nix2gpu.log`.

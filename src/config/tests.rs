@@ -504,6 +504,28 @@ fn mutated_configs_never_panic() {
 }
 
 #[test]
+fn the_health_endpoint_address_is_checked() {
+    assert_error(
+        "nix2gpu:\n  health:\n    listen: localhost:8080\n",
+        (3, 13),
+        "\"localhost:8080\"",
+        "nix2gpu.health.listen: `localhost` in `localhost:8080` is not an IP address: the endpoint does no DNS \
+         lookups (PID 1 has no resolver); write an address, such as `0.0.0.0:8080`, `127.0.0.1:9100` or \
+         `[::]:8080`",
+    );
+    assert_error(
+        "nix2gpu:\n  health:\n    listn: 0.0.0.0:8080\n",
+        (3, 5),
+        "\"listn\"",
+        "nix2gpu.health.listn: unknown key `listn`; did you mean `listen`?",
+    );
+    let (config, _) = check_text("c.yaml", "nix2gpu: {health: {listen: \"[::]:9100\"}}\n").unwrap();
+    assert_eq!(config.nix2gpu.health.listen.as_deref(), Some("[::]:9100"));
+    let (config, _) = check_text("c.yaml", "nix2gpu: {}\n").unwrap();
+    assert_eq!(config.nix2gpu.health.listen, None);
+}
+
+#[test]
 fn later_files_override_earlier_ones() {
     let dir = Dir::new("merge");
     let base = dir.write(
@@ -515,7 +537,7 @@ fn later_files_override_earlier_ones() {
         "site.yaml",
         "log_level: debug\nenvironment: [B=2]\nnix2gpu:\n  log: {timestamps: true}\nprocesses:\n  web: {command: new}\n",
     );
-    let config = load(&[base, site]).unwrap();
+    let config = load(&[base.clone(), site.clone()]).unwrap();
     assert_eq!(config.log_level, Some(LogLevel::Debug));
     assert_eq!(config.log_length, Some(50));
     assert_eq!(config.environment, ["A=1", "B=1", "B=2"]);
@@ -530,6 +552,12 @@ fn later_files_override_earlier_ones() {
         plan.services[1].env,
         [("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())]
     );
+    let health = dir.write("health.yaml", "nix2gpu: {health: {listen: \"127.0.0.1:9100\"}}\n");
+    let later = dir.write("later.yaml", "nix2gpu: {health: {listen: \"0.0.0.0:8080\"}}\n");
+    let config = load(&[base, health.clone(), site]).unwrap();
+    assert_eq!(config.nix2gpu.health.listen.as_deref(), Some("127.0.0.1:9100"), "kept when not set again");
+    let config = load(&[health, later]).unwrap();
+    assert_eq!(config.nix2gpu.health.listen.as_deref(), Some("0.0.0.0:8080"), "the later file wins");
 }
 
 #[test]

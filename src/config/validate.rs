@@ -3,7 +3,7 @@
 //! it converts them (signals, hosts, ports, exit codes, ...). Everything here is pure.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 
 use nix::sys::signal::Signal;
@@ -214,6 +214,26 @@ pub(super) fn host(host: &str) -> Result<IpAddr, String> {
     })
 }
 
+/// `nix2gpu.health.listen`: an IP address and a port (`0.0.0.0:8080`, `[::]:8080`). No host
+/// names: PID 1 does no DNS. Port 0 (any free port) is refused: nobody could find the endpoint.
+pub(super) fn listen(listen: &str) -> Result<SocketAddr, String> {
+    const EXAMPLES: &str = "such as `0.0.0.0:8080`, `127.0.0.1:9100` or `[::]:8080`";
+    if let Ok(address) = listen.parse::<SocketAddr>() {
+        return if address.port() == 0 { Err(port_out_of_range(0)) } else { Ok(address) };
+    }
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, ""));
+    match port.parse::<u64>() {
+        Ok(port) if port > u64::from(u16::MAX) => Err(port_out_of_range(port)),
+        Ok(_) if !host.is_empty() && !host.contains([':', '[']) && host.parse::<IpAddr>().is_err() => {
+            Err(format!(
+                "`{host}` in `{listen}` is not an IP address: the endpoint does no DNS lookups (PID 1 has no \
+                 resolver); write an address, {EXAMPLES}"
+            ))
+        }
+        _ => Err(format!("`{listen}` is not an IP address and a port: expected `address:port`, {EXAMPLES}")),
+    }
+}
+
 /// A port written as text (after expansion).
 pub(super) fn port_text(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u64>() {
@@ -360,6 +380,16 @@ mod tests {
         assert!(http_path("/x").is_ok() && http_path("x").is_err());
         assert!(status_code(200).is_ok() && status_code(99).is_err());
         assert!(ready_log_line("ready|listening on \\d+").is_ok());
+        assert_eq!(listen("0.0.0.0:8080"), Ok("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(listen("[::1]:9100"), Ok("[::1]:9100".parse().unwrap()));
+        assert_eq!(listen("127.0.0.1:0"), Err(port_out_of_range(0)));
+        assert_eq!(listen("127.0.0.1:70000"), Err(port_out_of_range(70000)));
+        assert!(
+            listen("localhost:8080").unwrap_err().starts_with("`localhost` in `localhost:8080` is not an IP")
+        );
+        for bad in ["0.0.0.0", ":8080", "::1:8080", "8080", "", "0.0.0.0:http"] {
+            assert!(listen(bad).unwrap_err().contains("is not an IP address and a port"), "{bad}");
+        }
         assert!(
             ready_log_line("(unclosed")
                 .unwrap_err()

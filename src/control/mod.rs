@@ -5,7 +5,10 @@
 //! answers each request between two events, and never waits for a client. Client-side slowness
 //! (a half-open connection, a slow reader) is the serving task's problem, bounded there.
 
+pub mod http;
+pub mod metrics;
 pub mod protocol;
+pub mod socket;
 
 use tokio::sync::{mpsc, oneshot};
 

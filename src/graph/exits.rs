@@ -13,16 +13,23 @@
 //!   [`BACKOFF_RESET_AFTER`] (measured from `Spawned` to the exit's `now`).
 //! - During shutdown nothing restarts: a node that was asked to stop becomes `stopped`, one that
 //!   ended on its own `completed` or `failed`.
+//! - A node the operator stopped (`stop`) becomes `stopped`: no restart, whatever its policy,
+//!   and no `exit_on_failure`/`exit_on_end` shutdown; the main process's end still ends the
+//!   init with its code. One the operator restarts is spawned again at once (no backoff), and
+//!   the restart counts in `restarts` (not against `max_restarts`).
 
 use std::time::{Duration, Instant};
 
 use super::event::{Action, NoteLevel, TimerId};
 use super::machine::Graph;
 use super::notes::{self, note};
-use super::restart::{self, backoff_delay};
+use super::restart::{self, Cause, backoff_delay};
 use super::spec::{BACKOFF_RESET_AFTER, NodeId};
-use super::state::NodeState;
+use super::state::{NodeState, OperatorStop};
 use crate::pid1::reaper::ExitStatus;
+
+/// The reason shown for a node the operator stopped.
+pub(super) const STOPPED_BY_OPERATOR: &str = "stopped by the operator";
 
 impl Graph {
     /// The node's process ended. Ignored unless the node has a process.
@@ -80,7 +87,28 @@ impl Graph {
             return;
         }
 
-        let outcome = restart::decide(&node.spec, success, code, node.restarts);
+        if let Some(request) = node.operator_stop.filter(|_| was_stopping) {
+            note(out, id, NoteLevel::Info, format!("stopped ({what})"));
+            match request {
+                OperatorStop::Restart => {
+                    node.restarts = node.restarts.saturating_add(1);
+                    let message = format!("starting again (restart {})", node.restarts);
+                    note(out, id, NoteLevel::Info, message);
+                    self.spawn(id, out);
+                }
+                OperatorStop::Stay => {
+                    node.state = NodeState::Stopped;
+                    node.reason = Some(STOPPED_BY_OPERATOR.to_string());
+                    if node.spec.main {
+                        note(out, id, NoteLevel::Info, Cause::Main.message(code));
+                        self.begin_shutdown(code, out);
+                    }
+                }
+            }
+            return;
+        }
+
+        let outcome = restart::decide(&node.spec, success, code, node.policy_restarts);
         // The main process ending is the container's normal end, whatever its code: not an
         // error of the init's.
         let level = match (success || node.spec.main, outcome.restart) {
@@ -96,7 +124,7 @@ impl Graph {
         node.state = if success { NodeState::Completed } else { NodeState::Failed };
         node.reason = (!success).then(|| what.clone());
         if outcome.exhausted {
-            let used = node.restarts;
+            let used = node.policy_restarts;
             note(out, id, NoteLevel::Error, format!("not restarting: all {used} restarts used"));
             node.reason = Some(format!("{what}; all {used} restarts used"));
         }
@@ -122,9 +150,10 @@ impl Graph {
         }
         node.consecutive = node.consecutive.saturating_add(1);
         node.restarts = node.restarts.saturating_add(1);
+        node.policy_restarts = node.policy_restarts.saturating_add(1);
         let delay = backoff_delay(node.spec.backoff, node.consecutive);
         let count = match node.spec.max_restarts {
-            Some(max) => format!("restart {} of {max}", node.restarts),
+            Some(max) => format!("restart {} of {max}", node.policy_restarts),
             None => format!("restart {}", node.restarts),
         };
         note(out, id, NoteLevel::Info, format!("restarting in {} ({count})", notes::secs(delay)));

@@ -2,7 +2,7 @@
 //! updates the nodes and returns the [`Action`]s for the runtime, in order.
 //!
 //! This file holds the start of nodes (conditions, spawning, readiness, liveness); what an end
-//! leads to is in `exits.rs`, shutdown in `shutdown.rs`.
+//! leads to is in `exits.rs`, shutdown in `shutdown.rs`, the operator's commands in `control.rs`.
 //!
 //! Semantics in short (each handler documents its part):
 //! - `Start` marks disabled nodes `disabled` and spawns every node whose conditions are met
@@ -55,7 +55,7 @@ use super::state::{Node, NodeState, NodeStatus};
 /// **Ends.** Success means the code is in `success_exit_codes`. `no`: ends for good (`completed`
 /// or `failed`); `always`: restarts; `on_failure`: restarts failures; `exit_on_failure`: a
 /// failure shuts the init down with its code. With `max_restarts: n`, the end after the n-th
-/// restart is final. A restart is `backoff` and a `Restart` timer of `backoff * 2^(k-1)` capped
+/// restart by the policy is final (the operator's restarts do not count). A restart is `backoff` and a `Restart` timer of `backoff * 2^(k-1)` capped
 /// at [`BACKOFF_CAP`](super::BACKOFF_CAP), `k` counting consecutive restarts and starting over
 /// when the process had stayed up [`BACKOFF_RESET_AFTER`](super::BACKOFF_RESET_AFTER).
 /// `exit_on_end` shuts down with 0 for a success, else the code. The main process is never
@@ -71,10 +71,18 @@ use super::state::{Node, NodeState, NodeStatus};
 /// [`AFTER_KILL`](crate::pid1::drain::AFTER_KILL) later is given up on (`stopped`). Nodes that
 /// end on their own are not restarted. A second `Stop` kills everything left at once.
 ///
+/// **Control.** [`Graph::control`] carries out the operator's `start`, `stop` and `restart` of
+/// one node, outside shutdown (see its documentation). A node the operator stopped ends
+/// `stopped` and is not restarted, whatever its policy, and its end shuts nothing down (except
+/// the main process's, as always); `restart` spawns it again as soon as it has exited, without
+/// backoff. Control commands never touch the node's dependents.
+///
 /// **Finish.** `Finished` goes out exactly once: during shutdown when nothing is live or
 /// stopping (with the decided code); otherwise when every node is `completed`, `failed`,
-/// `skipped` or `disabled`: 0 if none failed or was skipped, else 1. An empty graph finishes
-/// only on `Stop`. After `Finished` every event is ignored.
+/// `skipped` or `disabled`: 0 if none failed or was skipped, else 1. A node the operator
+/// stopped (`stopped` outside shutdown) is not at rest: it keeps the init up, idle, so that it
+/// can be started again. An empty graph finishes only on `Stop`. After `Finished` every event
+/// is ignored.
 ///
 /// **Robustness.** Events for unknown nodes, nodes without a process, probe kinds a node does not
 /// have, and stale timers change nothing and return no actions. Nothing here panics.
@@ -167,9 +175,9 @@ impl Graph {
         self.finished
     }
 
-    /// After each event: start or skip what became startable, advance the shutdown, and finish
-    /// when everything is at rest.
-    fn settle(&mut self, out: &mut Vec<Action>) {
+    /// After each event (and control command): start or skip what became startable, advance the
+    /// shutdown, and finish when everything is at rest.
+    pub(super) fn settle(&mut self, out: &mut Vec<Action>) {
         if self.finished {
             return;
         }
@@ -188,7 +196,9 @@ impl Graph {
 
     /// Without a shutdown, the init ends when every node is at rest: 0 if all of them completed
     /// (or are disabled), else 1 (DESIGN.md "Exit codes"; process-compose exits 0 here, its
-    /// issue #424). An empty graph never ends on its own: the init idles until stopped.
+    /// issue #424). An empty graph never ends on its own: the init idles until stopped. Nor does
+    /// a graph with a node the operator stopped (`stopped` is not at rest outside shutdown): the
+    /// operator may start it again.
     fn natural_end(&self) -> Option<i32> {
         if self.nodes.is_empty() || !self.nodes.iter().all(|node| node.state.is_at_rest()) {
             return None;
@@ -259,6 +269,7 @@ impl Graph {
             node.spawned_at = None;
             node.liveness_failed = false;
             node.killed = false;
+            node.operator_stop = None;
             out.push(Action::Spawn { node: id });
         }
     }
@@ -717,6 +728,7 @@ mod tests {
                     exit_code: None,
                     ready: true,
                     reason: None,
+                    since: Some(h.now),
                 },
                 NodeStatus {
                     name: "b".to_string(),
@@ -726,6 +738,7 @@ mod tests {
                     exit_code: None,
                     ready: false,
                     reason: None,
+                    since: Some(h.now),
                 },
             ]
         );

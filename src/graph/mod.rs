@@ -10,6 +10,7 @@
 //! stopping, stopped, skipped, disabled`; exit codes as in "Exit codes".
 
 mod conditions;
+mod control;
 mod event;
 mod exits;
 mod machine;
@@ -23,6 +24,7 @@ mod state;
 #[cfg(test)]
 mod testkit;
 
+pub use control::ControlCommand;
 pub use event::{Action, Event, NoteLevel, ProbeKind, TimerId};
 pub use machine::Graph;
 pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec, Thresholds};

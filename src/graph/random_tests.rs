@@ -1,12 +1,14 @@
 //! A property-style test: random small graphs fed deterministic pseudo-random event sequences
 //! (a simple LCG, so a failure reproduces from its seed) by a model runtime that keeps the
 //! runtime's side of the contract (it answers every spawn at once and routes exits by pid),
-//! mixed with events the graph must ignore. The graph must never panic, keep its status
-//! consistent, and, after a Stop and the exit of every process, end in exactly one `Finished`.
+//! mixed with events the graph must ignore and with the operator's control commands. The graph
+//! must never panic, keep its status consistent, refuse commands once stopping, and, after a
+//! Stop and the exit of every process, end in exactly one `Finished`.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use super::control::ControlCommand;
 use super::event::{Action, Event, ProbeKind, TimerId};
 use super::machine::Graph;
 use super::spec::{Condition, NodeId, NodeSpec, RestartPolicy};
@@ -188,6 +190,43 @@ impl Model {
         }
     }
 
+    /// An operator's command on a random node (or an id past the end). Refused once a `Stop`
+    /// went out or the graph finished; when accepted, the node is in the state the command
+    /// leads to and the actions are executed like an event's.
+    fn random_control(&mut self, node: NodeId) {
+        let seed = self.seed;
+        let Some(command) =
+            self.rng.pick(&[ControlCommand::Start, ControlCommand::Stop, ControlCommand::Restart])
+        else {
+            return;
+        };
+        let finished = self.graph.is_finished();
+        let result = self.graph.control(node, command, self.now);
+        self.check_status();
+        let Ok((message, actions)) = result else {
+            return;
+        };
+        assert!(!self.stop_sent && !finished, "seed {seed}: {command:?} of {node} accepted: {message}");
+        assert!(!message.is_empty(), "seed {seed}");
+        assert!(
+            !actions.iter().any(|action| matches!(action, Action::Finished { .. })),
+            "seed {seed}: {command:?} of {node} finished: {actions:?}"
+        );
+        let state = self.graph.status().get(node).map(|status| status.state);
+        let expected: &[NodeState] = match command {
+            ControlCommand::Start => &[NodeState::Starting],
+            ControlCommand::Stop => &[NodeState::Stopping, NodeState::Stopped],
+            ControlCommand::Restart => &[NodeState::Starting, NodeState::Stopping],
+        };
+        assert!(
+            state.is_some_and(|state| expected.contains(&state)),
+            "seed {seed}: {command:?} left {state:?}"
+        );
+        for action in actions {
+            self.execute(action);
+        }
+    }
+
     fn random_status(&mut self) -> ExitStatus {
         match self.rng.below(6) {
             0 => ExitStatus::Signal(9),
@@ -203,7 +242,7 @@ impl Model {
         // Ids one past the end too: the graph must ignore them.
         let node = self.rng.below(nodes + 1);
         let ok = self.rng.one_in(2);
-        match self.rng.below(12) {
+        match self.rng.below(14) {
             0 | 1 => {
                 let status = self.random_status();
                 self.exit_one(status);
@@ -229,6 +268,7 @@ impl Model {
                 self.stop_sent = true;
                 self.feed(Event::Stop);
             }
+            11 | 12 => self.random_control(node),
             _ => self.feed(Event::Start),
         }
     }

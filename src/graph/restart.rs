@@ -43,7 +43,7 @@ pub(super) struct Outcome {
 
 /// Decides what an end means. `success`: the code is one of the node's success codes (and the
 /// end was not forced by a failed liveness probe); `code`: the end's `status.code()`;
-/// `restarts`: restarts so far.
+/// `restarts`: the restarts the policy made so far (an operator's `restart` does not count).
 ///
 /// A node whose end shuts the init down is never restarted (the shutdown would cancel it
 /// anyway), so it ends `completed` or `failed`, which says more than `stopped`.

@@ -62,7 +62,7 @@ impl Graph {
             .filter(|&id| !self.has_active_dependent(id))
             .collect();
         for id in due {
-            self.stop_node(id, out);
+            self.stop_node(id, "stopping", out);
         }
     }
 
@@ -73,11 +73,14 @@ impl Graph {
         dependents.iter().any(|&dep| self.nodes.get(dep).is_some_and(|node| node.state.is_active()))
     }
 
-    fn stop_node(&mut self, id: NodeId, out: &mut Vec<Action>) {
+    /// Asks a live node to stop: `message` as a note, its probes stopped, `Stop` (unless the
+    /// spawn is not answered yet: `Spawned` will stop it), and a `Kill` timer of its
+    /// `shutdown_timeout`. Used by the shutdown and by the operator's `stop` and `restart`.
+    pub(super) fn stop_node(&mut self, id: NodeId, message: &str, out: &mut Vec<Action>) {
         let Some(node) = self.nodes.get_mut(id) else {
             return;
         };
-        note(out, id, NoteLevel::Info, "stopping");
+        note(out, id, NoteLevel::Info, message);
         if node.probes_running() {
             out.push(Action::StopProbes { node: id });
         }
@@ -91,8 +94,9 @@ impl Graph {
     }
 
     /// The node did not stop within its timeout: SIGKILL. If it was killed already and is still
-    /// there during shutdown, give up on it; outside shutdown (a failed liveness probe) keep
-    /// waiting for its exit, since starting it again beside the old process would be worse.
+    /// there during shutdown, give up on it; outside shutdown (a failed liveness probe, or the
+    /// operator's `stop` or `restart`) keep waiting for its exit, since starting it again beside
+    /// the old process would be worse.
     pub(super) fn on_kill_timer(&mut self, id: NodeId, out: &mut Vec<Action>) {
         let shutting_down = self.shutdown.is_some();
         let Some(node) = self.nodes.get_mut(id).filter(|node| node.state == NodeState::Stopping) else {

@@ -25,9 +25,11 @@ pub enum NodeState {
     Failed,
     /// Ended; waiting for its restart delay.
     Backoff,
-    /// Asked to stop (shutdown or a failed liveness probe); waiting for its exit.
+    /// Asked to stop (shutdown, a failed liveness probe, or the operator); waiting for its exit.
     Stopping,
-    /// Stopped by the shutdown, or never started because the shutdown came first.
+    /// Stopped by the shutdown or by the operator, or never started because the shutdown (or
+    /// the operator) came first. Outside shutdown only the operator stops a node, and it can
+    /// start it again.
     Stopped,
     /// Never started: a dependency's condition can never be met.
     Skipped,
@@ -63,8 +65,10 @@ impl NodeState {
         self.is_live() || self == Self::Stopping
     }
 
-    /// Nothing more will happen to the node without a shutdown (the natural end needs all nodes
-    /// here). `Completed` and `Failed` are only ever final: a restart goes through `Backoff`.
+    /// Nothing more will happen to the node on its own (the natural end needs all nodes here).
+    /// `Completed` and `Failed` are only ever final: a restart goes through `Backoff`. `Stopped`
+    /// is not at rest: outside shutdown only the operator stops a node, and the init stays up,
+    /// idle, so that it can be started again.
     pub fn is_at_rest(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Skipped | Self::Disabled)
     }
@@ -77,14 +81,27 @@ pub struct NodeStatus {
     pub state: NodeState,
     /// The process's pid while it has one.
     pub pid: Option<i32>,
-    /// Restarts so far (never reset).
+    /// Restarts so far, by the restart policy or the operator's `restart` (never reset).
     pub restarts: u32,
     /// The code of the node's last end (128+N for signal N), kept across restarts.
     pub exit_code: Option<i32>,
     /// `ready` state, or `running` without any readiness criterion.
     pub ready: bool,
-    /// Why it is skipped, failed, restarting or not ready; for people.
+    /// Why it is skipped, failed, restarting, stopped by the operator or not ready; for people.
     pub reason: Option<String>,
+    /// When the current process was spawned (the `Spawned` event's time); `None` while no
+    /// process runs. The runtime shows the uptime from it.
+    #[serde(skip)]
+    pub since: Option<Instant>,
+}
+
+/// The operator stopped the node (`stop` or `restart`); what happens when its process is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OperatorStop {
+    /// `stop`: it ends `stopped` and stays so, whatever its restart policy.
+    Stay,
+    /// `restart`: it is spawned again at once, without backoff.
+    Restart,
 }
 
 /// Consecutive results of one probe.
@@ -116,6 +133,9 @@ pub(super) struct Node {
     /// asked for and not answered yet (see [`Node::awaiting_spawn`]).
     pub pid: Option<i32>,
     pub restarts: u32,
+    /// Restarts decided by the restart policy: what `max_restarts` bounds (the operator's
+    /// `restart` counts in `restarts`, not here).
+    pub policy_restarts: u32,
     /// Restarts since the process last stayed up `BACKOFF_RESET_AFTER`: the backoff exponent.
     pub consecutive: u32,
     pub exit_code: Option<i32>,
@@ -132,6 +152,8 @@ pub(super) struct Node {
     pub liveness_failed: bool,
     /// SIGKILL was sent while stopping: the next kill timer gives up on it (during shutdown).
     pub killed: bool,
+    /// Set by the operator's `stop` or `restart` until the node is spawned again.
+    pub operator_stop: Option<OperatorStop>,
 }
 
 impl Node {
@@ -141,6 +163,7 @@ impl Node {
             state: NodeState::Pending,
             pid: None,
             restarts: 0,
+            policy_restarts: 0,
             consecutive: 0,
             exit_code: None,
             reason: None,
@@ -152,6 +175,7 @@ impl Node {
             liveness: Streak::default(),
             liveness_failed: false,
             killed: false,
+            operator_stop: None,
         }
     }
 
@@ -192,6 +216,7 @@ impl Node {
             exit_code: self.exit_code,
             ready: self.is_ready(),
             reason: self.reason.clone(),
+            since: self.pid.and(self.spawned_at),
         }
     }
 }

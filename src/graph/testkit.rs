@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::control::ControlCommand;
 use super::event::{Action, Event, NoteLevel, ProbeKind, TimerId};
 use super::machine::Graph;
 use super::spec::{Condition, NodeId, NodeSpec, RestartPolicy, Thresholds};
@@ -141,6 +142,31 @@ impl Harness {
 
     pub fn fire(&mut self, timer: TimerId) -> Vec<Action> {
         self.ev(Event::Timer(timer))
+    }
+
+    /// An operator's command, at the harness's time.
+    pub fn control(
+        &mut self,
+        node: NodeId,
+        command: ControlCommand,
+    ) -> Result<(String, Vec<Action>), String> {
+        self.graph.control(node, command, self.now)
+    }
+
+    /// An operator's command that must be accepted: its message and actions.
+    pub fn accept(&mut self, node: NodeId, command: ControlCommand) -> (String, Vec<Action>) {
+        self.control(node, command).unwrap_or_else(|why| panic!("{command:?} of {node} refused: {why}"))
+    }
+
+    /// An operator's command that must be refused: why. Checks that nothing changed.
+    pub fn refuse(&mut self, node: NodeId, command: ControlCommand) -> String {
+        let before = self.graph.status();
+        let why = match self.control(node, command) {
+            Ok(accepted) => panic!("{command:?} of {node} accepted: {accepted:?}"),
+            Err(why) => why,
+        };
+        assert_eq!(self.graph.status(), before, "a refused command changes nothing");
+        why
     }
 
     pub fn state(&self, node: NodeId) -> NodeState {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use regex_lite::Regex;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
+use tokio::sync::broadcast;
 
 use super::{Batch, LineSplitter, Output, Recent, Stream};
 
@@ -30,6 +31,8 @@ pub struct PumpTarget {
     pub recent: Arc<Mutex<Recent>>,
     /// Watched for until it matches once.
     pub ready: Option<ReadyLine>,
+    /// Where `logs --follow` clients listen.
+    pub live: broadcast::Sender<Arc<Batch>>,
 }
 
 /// Reads `fd` until end of stream. A read error ends the pump like end of stream does: the
@@ -91,5 +94,7 @@ async fn deliver(target: &mut PumpTarget, lines: Vec<u8>) {
     if let Ok(mut recent) = target.recent.lock() {
         recent.push(Arc::clone(&batch));
     }
+    // No follower is the usual case: the send then fails at once, at no cost.
+    let _ = target.live.send(Arc::clone(&batch));
     target.output.send(batch).await;
 }

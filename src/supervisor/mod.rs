@@ -6,6 +6,7 @@
 //! orphan), forwards signals to the main process, and feeds every result back to the graph as
 //! an event. When the graph has finished, the leftovers are drained and the exit code returned.
 
+mod answers;
 pub mod nodes;
 
 use std::collections::{HashMap, VecDeque};
@@ -13,14 +14,18 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::config::ForwardTo;
+use crate::control::{Answer, Ask, Request, Response};
 use crate::exit_code;
-use crate::graph::{Action, Event, Graph, NodeId, NoteLevel, ProbeKind, TimerId};
-use crate::logs::{Output, PumpTarget, ReadyLine, Stream, pump};
+use crate::graph::{Action, ControlCommand, Event, Graph, NodeId, NoteLevel, ProbeKind, TimerId};
+use crate::logs::{Batch, Output, PumpTarget, ReadyLine, Stream, pump};
 use crate::pid1::reaper::{self, ExitStatus};
 use crate::pid1::signals::{self, Signals, TERMINAL_HOUSEKEEPING};
 use crate::pid1::{self, is_stop_request};
@@ -38,15 +43,18 @@ pub struct Settings {
     pub interactive: bool,
 }
 
-/// Runs the graph to its end, drains the leftovers, and returns the exit code.
+/// Runs the graph to its end, answering control requests from `control` meanwhile, drains the
+/// leftovers, and returns the exit code.
 pub async fn run(
     mut signals: Signals,
     graph: Graph,
     nodes: Vec<Node>,
     output: Output,
     settings: Settings,
+    control: mpsc::Receiver<Ask>,
 ) -> i32 {
     let (events, inbox) = unbounded_channel();
+    let (live, _) = broadcast::channel(LIVE_BATCHES);
     let mut supervisor = Supervisor {
         graph,
         nodes,
@@ -59,9 +67,10 @@ pub async fn run(
         probe_exits: ProbeExits::default(),
         pumps: Vec::new(),
         events,
+        live,
         finished: None,
     };
-    let code = supervisor.supervise(&mut signals, inbox).await;
+    let code = supervisor.supervise(&mut signals, inbox, control).await;
     supervisor.cancel_tasks();
     let code = pid1::drain_leftovers(&mut signals, code, settings.grace).await;
     // Every process is gone now, so every pipe has reached its end: let the pumps pass on
@@ -73,6 +82,9 @@ pub async fn run(
     }
     code
 }
+
+/// Batches of output kept for `logs --follow` clients that are momentarily behind.
+const LIVE_BATCHES: usize = 256;
 
 /// How long output still in the pipes may take to reach stdout after everything has exited.
 const PUMP_DRAIN: Duration = Duration::from_secs(2);
@@ -93,11 +105,18 @@ struct Supervisor {
     pumps: Vec<JoinHandle<()>>,
     /// Timers, probes and log pumps report here.
     events: UnboundedSender<Event>,
+    /// Every batch of output, for `logs --follow` clients (nobody listening costs nothing).
+    live: broadcast::Sender<Arc<Batch>>,
     finished: Option<i32>,
 }
 
 impl Supervisor {
-    async fn supervise(&mut self, signals: &mut Signals, mut inbox: UnboundedReceiver<Event>) -> i32 {
+    async fn supervise(
+        &mut self,
+        signals: &mut Signals,
+        mut inbox: UnboundedReceiver<Event>,
+        mut control: mpsc::Receiver<Ask>,
+    ) -> i32 {
         self.feed(Event::Start);
         loop {
             if let Some(code) = self.finished {
@@ -112,7 +131,44 @@ impl Supervisor {
                     }
                 },
                 Some(event) = inbox.recv() => self.feed(event),
+                Some(ask) = control.recv() => {
+                    let answer = self.answer(ask.request);
+                    let _ = ask.reply.send(answer);
+                }
             }
+        }
+    }
+
+    /// Answers one control request, between two events.
+    fn answer(&mut self, request: Request) -> Answer {
+        let now = Instant::now();
+        match request {
+            Request::Status => Answer::One(Response::Status(answers::status(self.graph.status(), now))),
+            Request::Health => Answer::One(Response::Health(answers::health(&self.graph.status()))),
+            Request::Logs { name, lines, follow } => {
+                answers::logs(&self.nodes, name.as_deref(), lines, follow.then(|| self.live.subscribe()))
+            }
+            Request::Start { name } => self.command(&name, ControlCommand::Start, now),
+            Request::Stop { name } => self.command(&name, ControlCommand::Stop, now),
+            Request::Restart { name } => self.command(&name, ControlCommand::Restart, now),
+        }
+    }
+
+    /// An operator's start, stop or restart of one node.
+    fn command(&mut self, name: &str, command: ControlCommand, now: Instant) -> Answer {
+        let Some(node) = self.graph.node_by_name(name) else {
+            return Answer::One(answers::unknown_node(&self.nodes, name));
+        };
+        match self.graph.control(node, command, now) {
+            Ok((message, actions)) => {
+                info!("{name}: {message} (operator request)");
+                let follow_ups: Vec<Event> = actions.into_iter().filter_map(|a| self.execute(a)).collect();
+                for event in follow_ups {
+                    self.feed(event);
+                }
+                Answer::One(Response::Done { message: format!("{name}: {message}") })
+            }
+            Err(refusal) => Answer::One(Response::Error { message: refusal }),
         }
     }
 
@@ -234,6 +290,7 @@ impl Supervisor {
             output: self.output.clone(),
             recent: spec.recent.clone(),
             ready,
+            live: self.live.clone(),
         }
     }
 

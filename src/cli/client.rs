@@ -1,0 +1,221 @@
+//! The client side of the control socket: `status`, `health`, `logs`, `start`, `stop`,
+//! `restart`. Plain blocking I/O: a short-lived command needs no event loop.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::control::protocol::{Envelope, VERSION};
+use crate::control::{NodeReport, Request, Response, StatusReport};
+use crate::control::{http, socket};
+
+/// How long a one-answer request may take before the client gives up.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exit code of a client command that could not get an answer (no init, no permission).
+pub const UNREACHABLE: i32 = 1;
+
+/// Sends `request` to the running init and hands each answer line to `each`; stops at `Done`,
+/// `Error` or a one-shot answer. Errors are phrased for a person.
+pub fn ask(request: Request, follow: bool, mut each: impl FnMut(Response)) -> Result<(), String> {
+    let path = socket::path();
+    let stream = UnixStream::connect(&path).map_err(|e| unreachable(&path, &e))?;
+    if !follow {
+        stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(|e| e.to_string())?;
+    }
+    let mut line = serde_json::to_vec(&Envelope { v: VERSION, request }).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|e| format!("cannot send the request: {e}"))?;
+    for answer in BufReader::new(&stream).lines() {
+        let answer = answer.map_err(|e| format!("no answer from the init: {e}"))?;
+        let response: Response =
+            serde_json::from_str(&answer).map_err(|e| format!("unreadable answer from the init: {e}"))?;
+        let last = !matches!(response, Response::Log(_));
+        each(response);
+        if last {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn unreachable(path: &Path, error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
+            "no init is running: nothing answers on {} (set {} if it uses another socket)",
+            path.display(),
+            socket::PATH_ENV
+        ),
+        io::ErrorKind::PermissionDenied => {
+            format!("permission denied on {}: the control socket is for root only", path.display())
+        }
+        _ => format!("cannot reach the init on {}: {error}", path.display()),
+    }
+}
+
+/// `nix2gpu-init status [--json]`.
+pub fn status(json: bool) -> i32 {
+    let mut code = 0;
+    let result = ask(Request::Status, false, |response| match response {
+        Response::Status(report) if json => print!("{}", http::status_json(&report)),
+        Response::Status(report) => print!("{}", table(&report)),
+        other => code = refused(other),
+    });
+    finish(result, code)
+}
+
+/// `nix2gpu-init health`: 0 when ready, 1 when not, with one line saying why.
+pub fn health() -> i32 {
+    let mut code = 1;
+    let result = ask(Request::Health, false, |response| match response {
+        Response::Health(report) if report.ready => {
+            println!("ready");
+            code = 0;
+        }
+        Response::Health(report) => println!("not ready: {}", report.reasons.join("; ")),
+        other => code = refused(other),
+    });
+    finish(result, code)
+}
+
+/// `nix2gpu-init logs [NAME] [-n N] [-f]`.
+pub fn logs(name: Option<String>, lines: usize, follow: bool) -> i32 {
+    let mut code = 0;
+    let stdout = io::stdout();
+    let result = ask(Request::Logs { name, lines, follow }, follow, |response| match response {
+        Response::Log(line) => {
+            let _ = writeln!(stdout.lock(), "{} | {}", line.name, line.msg);
+        }
+        Response::Done { .. } => {}
+        other => code = refused(other),
+    });
+    finish(result, code)
+}
+
+/// `nix2gpu-init start|stop|restart NAME`.
+pub fn control(request: Request) -> i32 {
+    let mut code = 0;
+    let result = ask(request, false, |response| match response {
+        Response::Done { message } => println!("{message}"),
+        other => code = refused(other),
+    });
+    finish(result, code)
+}
+
+fn refused(response: Response) -> i32 {
+    match response {
+        Response::Error { message } => eprintln!("nix2gpu-init: {message}"),
+        other => eprintln!("nix2gpu-init: unexpected answer: {other:?}"),
+    }
+    1
+}
+
+fn finish(result: Result<(), String>, code: i32) -> i32 {
+    match result {
+        Ok(()) => code,
+        Err(message) => {
+            eprintln!("nix2gpu-init: {message}");
+            UNREACHABLE
+        }
+    }
+}
+
+/// The status as a table a person reads at a glance, then the platform and GPU lines.
+pub fn table(report: &StatusReport) -> String {
+    let header = ["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "READY", "LAST EXIT", "REASON"];
+    let rows: Vec<[String; 8]> = report.nodes.iter().map(row).collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let mut push_row = |cells: &[String]| {
+        let line: Vec<String> =
+            cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    };
+    push_row(&header.map(String::from));
+    for row in &rows {
+        push_row(row);
+    }
+    let describe =
+        |value: &Option<serde_json::Value>| value.as_ref().map_or("-".to_string(), |v| v.to_string());
+    out.push_str(&format!("platform: {}\ngpu: {}\n", describe(&report.platform), describe(&report.gpu)));
+    out
+}
+
+fn row(node: &NodeReport) -> [String; 8] {
+    let dash = || "-".to_string();
+    [
+        node.name.clone(),
+        node.state.clone(),
+        node.pid.map_or_else(dash, |pid| pid.to_string()),
+        node.restarts.to_string(),
+        node.uptime_seconds.map_or_else(dash, duration),
+        if node.ready { "yes" } else { "no" }.to_string(),
+        node.exit_code.map_or_else(dash, |code| code.to_string()),
+        node.reason.clone().unwrap_or_default(),
+    ]
+}
+
+/// `3h02m`, `5m03s`, `42s`: as precise as a glance needs.
+fn duration(seconds: f64) -> String {
+    let total = seconds.max(0.0) as u64;
+    let (hours, minutes, secs) = (total / 3600, total / 60 % 60, total % 60);
+    match (hours, minutes) {
+        (0, 0) => format!("{secs}s"),
+        (0, _) => format!("{minutes}m{secs:02}s"),
+        _ => format!("{hours}h{minutes:02}m"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns_and_shows_dashes() {
+        let report = StatusReport {
+            nodes: vec![
+                NodeReport {
+                    name: "db".into(),
+                    state: "ready".into(),
+                    pid: Some(12),
+                    restarts: 0,
+                    exit_code: None,
+                    ready: true,
+                    reason: None,
+                    uptime_seconds: Some(303.0),
+                },
+                NodeReport {
+                    name: "migrate".into(),
+                    state: "completed".into(),
+                    pid: None,
+                    restarts: 1,
+                    exit_code: Some(0),
+                    ready: true,
+                    reason: None,
+                    uptime_seconds: None,
+                },
+            ],
+            platform: None,
+            gpu: None,
+        };
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "NAME     STATE      PID  RESTARTS  UPTIME  READY  LAST EXIT  REASON");
+        assert_eq!(lines[1], "db       ready      12   0         5m03s   yes    -");
+        assert_eq!(lines[2], "migrate  completed  -    1         -       yes    0");
+        assert_eq!(lines[3], "platform: -");
+    }
+
+    #[test]
+    fn durations_read_at_a_glance() {
+        assert_eq!(duration(42.4), "42s");
+        assert_eq!(duration(3723.0), "1h02m");
+    }
+}

@@ -1,0 +1,157 @@
+//! The control socket: a unix socket, root-only (the directory 0700, the socket 0600), one
+//! request per connection.
+//!
+//! Every connection is served by its own task with bounds: the request must arrive whole within
+//! [`REQUEST_TIMEOUT`] and be at most [`MAX_REQUEST_BYTES`]; each write of the answer must
+//! finish within [`WRITE_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once, and beyond
+//! that a connection is closed at once. A malformed, oversized, slow or abandoned request gets
+//! an error or is dropped; the supervisor loop never waits for a client.
+
+use std::fs::{self, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::protocol::{Envelope, MAX_REQUEST_BYTES, Response, VERSION};
+use super::{Answer, ControlHandle, LogLine};
+
+/// Where the socket is when `$NIX2GPU_CONTROL_SOCKET` does not say otherwise.
+pub const DEFAULT_PATH: &str = "/run/nix2gpu/control.sock";
+/// The environment variable naming another socket path (several inits side by side in tests).
+pub const PATH_ENV: &str = "NIX2GPU_CONTROL_SOCKET";
+/// A request must arrive whole within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Each write of an answer must finish within this, or the client is dropped.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once, at most.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The socket path: `$NIX2GPU_CONTROL_SOCKET`, else [`DEFAULT_PATH`].
+pub fn path() -> PathBuf {
+    std::env::var_os(PATH_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_PATH), PathBuf::from)
+}
+
+/// Binds the socket at `path`. Its directory is created root-only (0700) when missing; an
+/// existing directory is left as it is (it may be shared, like /tmp) and the socket's own 0600
+/// keeps others out. A socket file left by an init that was killed (nobody answers on it) is
+/// replaced; a live one is never taken over: that is an error naming it.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        fs::set_permissions(dir, Permissions::from_mode(0o700))?;
+    }
+    if path.exists() {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("another init answers on {}; not taking it over", path.display()),
+                ));
+            }
+            Err(_) => fs::remove_file(path)?,
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    fs::set_permissions(path, Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: UnixListener, control: ControlHandle) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            debug!("control socket: too many connections; closing a new one");
+            continue;
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            serve_one(stream, &control).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn serve_one(stream: UnixStream, control: &ControlHandle) {
+    let (reader, mut writer) = stream.into_split();
+    let request = match timeout(REQUEST_TIMEOUT, read_request(reader)).await {
+        Ok(Ok(envelope)) => envelope,
+        Ok(Err(message)) => {
+            let _ = write_line(&mut writer, &Response::Error { message }).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    match control.ask(request.request).await {
+        Answer::One(response) => {
+            let _ = write_line(&mut writer, &response).await;
+        }
+        Answer::Lines { history, follow } => {
+            for line in history {
+                if write_line(&mut writer, &Response::Log(line)).await.is_err() {
+                    return;
+                }
+            }
+            if let Some(mut live) = follow {
+                while let Some(line) = live.recv().await {
+                    if write_line(&mut writer, &Response::Log(line)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = write_line(&mut writer, &Response::Done { message: "end of log".into() }).await;
+        }
+    }
+}
+
+/// Reads one request line, refusing what is too long, not JSON, or of another version.
+async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Envelope, String> {
+    let mut line = Vec::new();
+    let mut limited = BufReader::new(reader.take(MAX_REQUEST_BYTES as u64 + 1));
+    limited.read_until(b'\n', &mut line).await.map_err(|e| format!("cannot read the request: {e}"))?;
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(&line).map_err(|e| format!("the request is not JSON: {e}"))?;
+    let version = value.get("v").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        return Err(format!("protocol version {version:?} is not supported; this init speaks {VERSION}"));
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a valid request: {e}"))
+}
+
+async fn write_line<W: AsyncWriteExt + Unpin>(writer: &mut W, response: &Response) -> io::Result<()> {
+    // Serializing these plain types cannot fail.
+    let mut text = serde_json::to_vec(response).unwrap_or_default();
+    text.push(b'\n');
+    match timeout(WRITE_TIMEOUT, writer.write_all(&text)).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// A follow stream's lines arrive through this many slots; a client that reads slower loses
+/// lines (and is told so) rather than making the init buffer without bound.
+pub const FOLLOW_BUFFER: usize = 1024;
+
+/// A log line for a client, from a node's name and a line of its output.
+pub fn log_line(name: &str, stream: &str, time: std::time::SystemTime, text: &[u8]) -> LogLine {
+    LogLine {
+        name: name.to_string(),
+        stream: stream.to_string(),
+        ts: humantime::format_rfc3339_millis(time).to_string(),
+        msg: String::from_utf8_lossy(text).into_owned(),
+    }
+}
