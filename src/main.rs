@@ -107,6 +107,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
             .chain([logs::INIT_NAME.len()])
             .max()
             .unwrap_or(0),
+        shared_stdout: specs.iter().any(|spec| spec.main),
     };
     let output = match Output::start(style) {
         Ok(output) => output,

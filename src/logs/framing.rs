@@ -15,7 +15,7 @@ impl LineSplitter {
     /// Appends `data` and moves every complete line (each ending in `\n`) into `lines`.
     pub fn push(&mut self, data: &[u8], lines: &mut Vec<u8>) {
         let mut rest = data;
-        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', rest) {
             let (line, after) = rest.split_at(end + 1);
             if self.partial.is_empty() {
                 push_pieces(&line[..line.len() - 1], lines);

@@ -30,6 +30,10 @@ pub struct Style {
     pub timestamps: bool,
     /// Names are padded to this width in text lines, so the `|` line up.
     pub name_width: usize,
+    /// Another process writes to the same stdout (the main process does): writes are then cut
+    /// at line boundaries within PIPE_BUF so they stay atomic; otherwise they are as large as
+    /// what is waiting.
+    pub shared_stdout: bool,
 }
 
 enum Message {
@@ -94,9 +98,10 @@ pub(super) fn init_line(level: Level, text: &str) {
         }
         None => {
             let mut buffer = Vec::new();
-            let style = Style { format: LogFormat::Text, timestamps: false, name_width: 0 };
+            let style =
+                Style { format: LogFormat::Text, timestamps: false, name_width: 0, shared_stdout: true };
             format_init(&mut buffer, style, level, text, now);
-            let _ = write_all(&buffer);
+            let _ = write_all(&buffer, WRITE_CHUNK);
         }
     }
 }
@@ -114,7 +119,7 @@ fn write_loop(receiver: Receiver<Message>, credit: &Semaphore, style: Style) {
             }
         }
         // Nobody can be told about a broken stdout; the lines are dropped, the init goes on.
-        let _ = write_all(&buffer);
+        let _ = write_all(&buffer, if style.shared_stdout { WRITE_CHUNK } else { buffer.len() });
         credit.add_permits(units);
         for waiter in flushed.drain(..) {
             let _ = waiter.send(());
@@ -131,8 +136,32 @@ fn format(buffer: &mut Vec<u8>, style: Style, message: Message, flushed: &mut Ve
             0
         }
         Message::Service(batch, units) => {
-            for line in batch.lines() {
-                format_line(buffer, style, &batch.name, batch.stream.as_str(), None, line, batch.time);
+            match style.format {
+                LogFormat::Text => {
+                    // The prefix is the same for every line of a batch: build it once.
+                    let start = buffer.len();
+                    text_prefix(buffer, style, &batch.name, batch.time);
+                    let prefix = buffer[start..].to_vec();
+                    buffer.truncate(start);
+                    for line in batch.lines() {
+                        buffer.extend_from_slice(&prefix);
+                        buffer.extend_from_slice(line);
+                        buffer.push(b'\n');
+                    }
+                }
+                LogFormat::Json => {
+                    for line in batch.lines() {
+                        format_line(
+                            buffer,
+                            style,
+                            &batch.name,
+                            batch.stream.as_str(),
+                            None,
+                            line,
+                            batch.time,
+                        );
+                    }
+                }
             }
             units
         }
@@ -178,10 +207,7 @@ fn format_line(
 ) {
     match style.format {
         LogFormat::Text => {
-            if style.timestamps {
-                let _ = write!(buffer, "{} ", humantime::format_rfc3339_millis(time));
-            }
-            let _ = write!(buffer, "{name:<width$} | ", width = style.name_width);
+            text_prefix(buffer, style, name, time);
             buffer.extend_from_slice(line);
             buffer.push(b'\n');
         }
@@ -200,14 +226,24 @@ fn format_line(
     }
 }
 
-/// Writes `data` to fd 1 in chunks that end at line boundaries and fit in PIPE_BUF where a
+/// `[TIME ]NAME<padding> | `, the start of a text line.
+fn text_prefix(buffer: &mut Vec<u8>, style: Style, name: &str, time: SystemTime) {
+    if style.timestamps {
+        let _ = write!(buffer, "{} ", humantime::format_rfc3339_millis(time));
+    }
+    buffer.extend_from_slice(name.as_bytes());
+    buffer.resize(buffer.len() + style.name_width.saturating_sub(name.len()), b' ');
+    buffer.extend_from_slice(b" | ");
+}
+
+/// Writes `data` to fd 1 in chunks of at most `chunk` bytes that end at line boundaries where a
 /// line allows it. Waits for fd 1 when someone made it non-blocking (a process sharing it).
-fn write_all(data: &[u8]) -> io::Result<()> {
+fn write_all(data: &[u8], chunk: usize) -> io::Result<()> {
     // SAFETY: fd 1 is open for the life of the process; ManuallyDrop keeps it from being closed.
     let stdout = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
     let mut rest = data;
     while !rest.is_empty() {
-        let cut = chunk_end(rest);
+        let cut = chunk_end(rest, chunk);
         match (&*stdout).write(&rest[..cut]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(written) => rest = &rest[written..],
@@ -219,13 +255,13 @@ fn write_all(data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// The end of the next chunk: the last line boundary within [`WRITE_CHUNK`], else the chunk
-/// size (a line longer than that cannot be atomic anyway).
-fn chunk_end(data: &[u8]) -> usize {
-    if data.len() <= WRITE_CHUNK {
+/// The end of the next chunk: the last line boundary within `chunk` bytes, else `chunk` (a
+/// line longer than that cannot be atomic anyway).
+fn chunk_end(data: &[u8], chunk: usize) -> usize {
+    if data.len() <= chunk {
         return data.len();
     }
-    data[..WRITE_CHUNK].iter().rposition(|b| *b == b'\n').map_or(WRITE_CHUNK, |i| i + 1)
+    memchr::memrchr(b'\n', &data[..chunk]).map_or(chunk, |i| i + 1)
 }
 
 fn wait_writable(fd: i32) {
@@ -243,7 +279,7 @@ mod tests {
     fn text_lines_are_padded_and_json_lines_parse() {
         let batch = Arc::new(Batch::new(Arc::from("web"), Stream::Stderr, b"one\ntwo \"q\"\n".to_vec()));
         let mut text = Vec::new();
-        let style = Style { format: LogFormat::Text, timestamps: false, name_width: 5 };
+        let style = Style { format: LogFormat::Text, timestamps: false, name_width: 5, shared_stdout: false };
         format(&mut text, style, Message::Service(Arc::clone(&batch), 1), &mut Vec::new());
         assert_eq!(String::from_utf8(text).unwrap(), "web   | one\nweb   | two \"q\"\n");
         let mut json = Vec::new();
@@ -271,8 +307,8 @@ mod tests {
             data.extend_from_slice(&[b'x'; 99]);
             data.push(b'\n');
         }
-        assert_eq!(chunk_end(&data), 4000);
-        assert_eq!(chunk_end(&[b'y'; 5000]), WRITE_CHUNK);
-        assert_eq!(chunk_end(b"short\n"), 6);
+        assert_eq!(chunk_end(&data, WRITE_CHUNK), 4000);
+        assert_eq!(chunk_end(&[b'y'; 5000], WRITE_CHUNK), WRITE_CHUNK);
+        assert_eq!(chunk_end(b"short\n", WRITE_CHUNK), 6);
     }
 }

@@ -2,12 +2,12 @@
 //! lines; a partial line is flushed after a short quiet period or at the end of the stream; the
 //! first line matching the node's `ready_log_line` is reported.
 
+use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use regex_lite::Regex;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::broadcast;
 
@@ -16,6 +16,13 @@ use super::{Batch, LineSplitter, Output, Recent, Stream};
 /// How long an unfinished line (a prompt, a progress bar) waits for its end before it is shown.
 pub const PARTIAL_LINE_QUIET: Duration = Duration::from_millis(200);
 const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// One read buffer for every pump: they all run on the event loop's thread, and a read and
+    /// the splitting of what it returned happen with no await in between. A buffer per pump
+    /// would cost 64 KiB per stream, 128 MiB for a thousand services.
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_SIZE]);
+}
 
 /// A node's `ready_log_line`: the pattern, and what to do on the first line that matches it.
 pub struct ReadyLine {
@@ -38,21 +45,20 @@ pub struct PumpTarget {
 /// Reads `fd` until end of stream. A read error ends the pump like end of stream does: the
 /// process's exit is reported by the reaper either way.
 pub async fn pump(fd: OwnedFd, mut target: PumpTarget) {
-    let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else { return };
+    let Ok(pipe) = pipe::Receiver::from_owned_fd(fd) else { return };
     let mut splitter = LineSplitter::default();
-    let mut buffer = vec![0; READ_SIZE];
     loop {
         let mut lines = Vec::new();
         let ended = if splitter.has_partial() {
             tokio::select! {
-                read = pipe.read(&mut buffer) => take(read, &buffer, &mut splitter, &mut lines),
+                ready = pipe.readable() => ready.is_err() || read(&pipe, &mut splitter, &mut lines),
                 () = tokio::time::sleep(PARTIAL_LINE_QUIET) => {
                     splitter.flush(&mut lines);
                     false
                 }
             }
         } else {
-            take(pipe.read(&mut buffer).await, &buffer, &mut splitter, &mut lines)
+            pipe.readable().await.is_err() || read(&pipe, &mut splitter, &mut lines)
         };
         if ended {
             splitter.flush(&mut lines);
@@ -64,20 +70,17 @@ pub async fn pump(fd: OwnedFd, mut target: PumpTarget) {
     }
 }
 
-/// Feeds one read into the splitter; returns whether the stream ended.
-fn take(
-    read: std::io::Result<usize>,
-    buffer: &[u8],
-    splitter: &mut LineSplitter,
-    lines: &mut Vec<u8>,
-) -> bool {
-    match read {
-        Ok(0) | Err(_) => true,
+/// Reads what the pipe holds into the splitter; returns whether the stream ended. A spurious
+/// wake-up (nothing to read after all) is not an end.
+fn read(pipe: &pipe::Receiver, splitter: &mut LineSplitter, lines: &mut Vec<u8>) -> bool {
+    READ_BUFFER.with_borrow_mut(|buffer| match pipe.try_read(buffer) {
+        Ok(0) => true,
         Ok(count) => {
             splitter.push(&buffer[..count], lines);
             false
         }
-    }
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    })
 }
 
 async fn deliver(target: &mut PumpTarget, lines: Vec<u8>) {

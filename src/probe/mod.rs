@@ -5,7 +5,7 @@
 //! process-compose). Every check is bounded by the probe's timeout. An exec probe's process is
 //! reaped by the init's one reaper, which hands its status back through [`ProbeExits`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use tokio::time::timeout;
 
 use crate::config::{ProbeCheck, ProbePlan};
 use crate::pid1::reaper::ExitStatus;
-use crate::spawn::{self, Credentials};
+use crate::spawn::{self, Credentials, Environment};
 
 /// Exec-probe processes waiting for their exit status, by pid. Shared between the probe tasks
 /// (which register a pid right after spawning it, with no await in between, so the reaper on
@@ -54,7 +54,7 @@ impl ProbeExits {
 /// What an exec probe runs with: the service's environment and identity.
 #[derive(Clone)]
 pub struct ExecContext {
-    pub env: Arc<BTreeMap<OsString, OsString>>,
+    pub env: Environment,
     pub credentials: Option<Credentials>,
     pub exits: ProbeExits,
 }

@@ -17,6 +17,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::unistd::{Gid, Pid, Uid, getpgrp, setgid, setgroups, setpgid, setsid, setuid, tcsetpgrp};
@@ -24,6 +25,30 @@ use nix::unistd::{Gid, Pid, Uid, getpgrp, setgid, setgroups, setpgid, setsid, se
 pub use crate::accounts::Credentials;
 use crate::exit_code;
 use crate::pid1::signals;
+
+/// A process's environment: the startup environment, shared by every process (one copy for a
+/// thousand services, not a thousand), then the process's own variables, later ones winning.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    base: Arc<BTreeMap<OsString, OsString>>,
+    own: Arc<Vec<(OsString, OsString)>>,
+}
+
+impl Environment {
+    pub fn new(base: Arc<BTreeMap<OsString, OsString>>, own: Vec<(OsString, OsString)>) -> Self {
+        Self { base, own: Arc::new(own) }
+    }
+
+    /// The value `key` has for the process.
+    pub fn get(&self, key: &str) -> Option<&OsStr> {
+        let own = self.own.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_os_str());
+        own.or_else(|| self.base.get(OsStr::new(key)).map(OsString::as_os_str))
+    }
+
+    fn apply(&self, command: &mut Command) {
+        command.env_clear().envs(self.base.iter()).envs(self.own.iter().map(|(k, v)| (k, v)));
+    }
+}
 
 /// Where the process's stdout and stderr go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +64,7 @@ pub enum Output {
 /// What to start.
 pub struct Spec<'a> {
     pub argv: &'a [OsString],
-    pub env: &'a BTreeMap<OsString, OsString>,
+    pub env: &'a Environment,
     pub working_dir: Option<&'a Path>,
     pub credentials: Option<&'a Credentials>,
     pub output: Output,
@@ -99,7 +124,8 @@ impl fmt::Display for SpawnError {
 pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
     let program = spec.argv.first().cloned().unwrap_or_default();
     let mut command = Command::new(&program);
-    command.args(spec.argv.get(1..).unwrap_or_default()).env_clear().envs(spec.env);
+    command.args(spec.argv.get(1..).unwrap_or_default());
+    spec.env.apply(&mut command);
     if let Some(dir) = spec.working_dir {
         command.current_dir(dir);
     }
@@ -129,7 +155,7 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
         Err(error) => Err(SpawnError {
             program: program.to_string_lossy().into_owned(),
             error,
-            path_var: spec.env.get(OsStr::new("PATH")).map(|p| p.to_string_lossy().into_owned()),
+            path_var: spec.env.get("PATH").map(|p| p.to_string_lossy().into_owned()),
         }),
     }
 }

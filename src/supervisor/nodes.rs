@@ -13,6 +13,7 @@ use crate::accounts::Credentials;
 use crate::config::{Plan, ProbePlan, RestartPolicy, Service};
 use crate::graph::NodeSpec;
 use crate::logs::Recent;
+use crate::spawn::Environment;
 
 /// The graph node name of the `-- CMD` main process.
 pub const MAIN_NAME: &str = "main";
@@ -21,7 +22,7 @@ pub const MAIN_NAME: &str = "main";
 pub struct Node {
     pub name: Arc<str>,
     pub argv: Vec<OsString>,
-    pub env: Arc<BTreeMap<OsString, OsString>>,
+    pub env: Environment,
     pub working_dir: Option<PathBuf>,
     pub credentials: Option<Credentials>,
     pub readiness: Option<ProbePlan>,
@@ -43,26 +44,26 @@ pub fn build(
     main_grace: Duration,
 ) -> (Vec<NodeSpec>, Vec<Node>) {
     let log_length = plan.log_length;
+    let base = Arc::new(init_env.clone());
     let (mut specs, mut nodes): (Vec<NodeSpec>, Vec<Node>) =
-        plan.services.into_iter().map(|service| from_service(service, init_env, log_length)).unzip();
+        plan.services.into_iter().map(|service| from_service(service, &base, log_length)).unzip();
     if !main.is_empty() {
         specs.push(main_spec(main_grace));
-        nodes.push(main_node(main, init_env, log_length));
+        nodes.push(main_node(main, &base, log_length));
     }
     (specs, nodes)
 }
 
 fn from_service(
     service: Service,
-    init_env: &BTreeMap<OsString, OsString>,
+    base: &Arc<BTreeMap<OsString, OsString>>,
     log_length: usize,
 ) -> (NodeSpec, Node) {
-    let mut env = init_env.clone();
-    env.extend(service.env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+    let own = service.env.into_iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect();
     let node = Node {
         name: Arc::from(service.spec.name.as_str()),
         argv: service.argv.into_iter().map(OsString::from).collect(),
-        env: Arc::new(env),
+        env: Environment::new(Arc::clone(base), own),
         working_dir: service.working_dir,
         credentials: service.user,
         readiness: service.readiness,
@@ -94,11 +95,11 @@ fn main_spec(grace: Duration) -> NodeSpec {
     }
 }
 
-fn main_node(argv: Vec<OsString>, init_env: &BTreeMap<OsString, OsString>, log_length: usize) -> Node {
+fn main_node(argv: Vec<OsString>, base: &Arc<BTreeMap<OsString, OsString>>, log_length: usize) -> Node {
     Node {
         name: Arc::from(MAIN_NAME),
         argv,
-        env: Arc::new(init_env.clone()),
+        env: Environment::new(Arc::clone(base), Vec::new()),
         working_dir: None,
         credentials: None,
         readiness: None,
