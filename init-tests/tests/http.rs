@@ -100,7 +100,16 @@ fn hostile_http_clients_do_not_stall_the_init() {
     wait_for(port, "/healthz", 200);
     // Half-open clients that never finish their request, garbage, and an oversized header.
     let idle: Vec<TcpStream> = (0..20).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
-    for round in 0..50u64 {
+    let rss = || -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", init.host_pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_string();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let mut warm = 0;
+    for round in 0..250u64 {
+        if round == 50 {
+            warm = rss();
+        }
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let garbage: Vec<u8> = (0..2048u64).map(|i| ((i * 7919 + round) % 251) as u8).collect();
@@ -113,6 +122,8 @@ fn hostile_http_clients_do_not_stall_the_init() {
         let _ = stream.read_to_end(&mut answer);
     }
     assert_eq!(get(port, "/healthz").0, 200, "still serving with idle clients hanging");
+    let after = rss();
+    assert!(after <= warm + 512, "RSS grew from {warm} kB to {after} kB");
     let (code, _, _) = init.client(&["status"]);
     assert_eq!(code, 0, "the control socket still answers");
     drop(idle);

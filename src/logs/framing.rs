@@ -15,6 +15,15 @@ impl LineSplitter {
     /// Appends `data` and moves every complete line (each ending in `\n`) into `lines`.
     pub fn push(&mut self, data: &[u8], lines: &mut Vec<u8>) {
         let mut rest = data;
+        // The common case, in one copy: nothing pending, and the complete lines need no
+        // splitting and no CR trimming.
+        if self.partial.is_empty()
+            && let Some(last) = memchr::memrchr(b'\n', rest)
+            && plain_lines(&rest[..=last])
+        {
+            lines.extend_from_slice(&rest[..=last]);
+            rest = &rest[last + 1..];
+        }
         while let Some(end) = memchr::memchr(b'\n', rest) {
             let (line, after) = rest.split_at(end + 1);
             if self.partial.is_empty() {
@@ -46,6 +55,16 @@ impl LineSplitter {
             self.partial.clear();
         }
     }
+}
+
+/// Whether `text` (whole lines) has no line longer than [`MAX_LINE`] and no CR before a newline.
+fn plain_lines(text: &[u8]) -> bool {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', text).all(|end| {
+        let line = &text[start..end];
+        start = end + 1;
+        line.len() <= MAX_LINE && line.last() != Some(&b'\r')
+    })
 }
 
 /// Appends `line` (without its newline) as pieces of at most [`MAX_LINE`] bytes, each ending in

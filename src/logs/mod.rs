@@ -51,12 +51,15 @@ pub struct Batch {
     pub time: SystemTime,
     /// Lines, each ending in `\n`, none longer than [`MAX_LINE`].
     text: Vec<u8>,
+    /// How many lines `text` holds, counted once: the recent-lines ring asks often.
+    lines: usize,
 }
 
 impl Batch {
     /// `text` must be whole lines, each ending in `\n` (what [`LineSplitter`] produces).
     pub fn new(name: Arc<str>, stream: Stream, text: Vec<u8>) -> Self {
-        Self { name, stream, time: SystemTime::now(), text }
+        let lines = memchr::memchr_iter(b'\n', &text).count();
+        Self { name, stream, time: SystemTime::now(), text, lines }
     }
 
     /// The lines, without their newlines.
@@ -65,7 +68,7 @@ impl Batch {
     }
 
     pub fn line_count(&self) -> usize {
-        self.text.iter().filter(|b| **b == b'\n').count()
+        self.lines
     }
 
     pub fn byte_len(&self) -> usize {

@@ -12,7 +12,8 @@ cargo xtask <task>
   build-static   build the static release binary and check that it is static
   test           build-static, then every test of the workspace against that binary
   demo           run the init as PID 1 in fresh namespaces on a small demo
-  bench          compare with tini, catatonit and dumb-init; writes BENCHMARKS.md";
+  bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
+                 supervisord, s6-svscan and a shell floor; writes BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
