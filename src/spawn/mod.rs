@@ -138,10 +138,9 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
     if !spec.main {
         command.stdin(Stdio::null());
     }
-    let setup =
-        ChildSetup { main: spec.main, foreground: spec.foreground, credentials: spec.credentials.cloned() };
+    let setup = ChildSetup::new(spec);
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls; the credentials were cloned before the fork, so it
+    // async-signal-safe system calls; everything it needs was prepared before the fork, so it
     // allocates nothing and touches no lock.
     unsafe {
         command.pre_exec(move || setup.apply());
@@ -160,15 +159,24 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
     }
 }
 
-/// What the child does to itself between fork and exec.
+/// What the child does to itself between fork and exec, prepared in the parent so the child
+/// only makes system calls.
 struct ChildSetup {
     main: bool,
     foreground: bool,
-    credentials: Option<Credentials>,
+    /// Supplementary groups, gid and uid, in the order they must be set.
+    credentials: Option<(Vec<Gid>, Gid, Uid)>,
 }
 
 impl ChildSetup {
-    /// Only async-signal-safe calls: this runs in the forked child.
+    fn new(spec: &Spec<'_>) -> Self {
+        let credentials = spec.credentials.map(|c| {
+            (c.groups.iter().map(|g| Gid::from_raw(*g)).collect(), Gid::from_raw(c.gid), Uid::from_raw(c.uid))
+        });
+        Self { main: spec.main, foreground: spec.foreground, credentials }
+    }
+
+    /// Only async-signal-safe calls, no allocation: this runs in the forked child.
     fn apply(&self) -> io::Result<()> {
         if self.main {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
@@ -178,11 +186,10 @@ impl ChildSetup {
         } else {
             setsid()?;
         }
-        if let Some(credentials) = &self.credentials {
-            let groups: Vec<Gid> = credentials.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-            setgroups(&groups)?;
-            setgid(Gid::from_raw(credentials.gid))?;
-            setuid(Uid::from_raw(credentials.uid))?;
+        if let Some((groups, gid, uid)) = &self.credentials {
+            setgroups(groups)?;
+            setgid(*gid)?;
+            setuid(*uid)?;
         }
         signals::unblock_in_child()
     }
