@@ -239,16 +239,7 @@ mod tests {
     const BOUND: Duration = Duration::from_secs(10);
 
     fn report() -> StatusReport {
-        let node = |name: &str, state: &str| NodeReport {
-            name: name.into(),
-            state: state.into(),
-            pid: None,
-            restarts: 0,
-            exit_code: None,
-            ready: false,
-            reason: None,
-            uptime_seconds: None,
-        };
+        use crate::control::metrics::tests::node;
         StatusReport {
             nodes: vec![
                 NodeReport { pid: Some(41), ready: true, uptime_seconds: Some(12.5), ..node("web", "ready") },

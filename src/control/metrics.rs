@@ -91,7 +91,7 @@ pub fn render(report: &StatusReport) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn node(name: &str, state: &str) -> NodeReport {

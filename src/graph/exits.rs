@@ -35,7 +35,7 @@ impl Graph {
     /// The node's process ended. Ignored unless the node has a process.
     pub(super) fn on_exited(&mut self, id: NodeId, status: ExitStatus, now: Instant, out: &mut Vec<Action>) {
         if self.nodes.get(id).is_some_and(|node| node.pid.is_some()) {
-            self.on_end(id, status, notes::ended(status), now, out);
+            self.on_end(id, status, status.to_string(), now, out);
         }
     }
 

@@ -19,6 +19,16 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
+/// How a process ended, as the logs say it: `exited with code 1`, `killed by SIGTERM`.
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Code(code) => write!(f, "exited with code {code}"),
+            Self::Signal(signo) => write!(f, "killed by {}", super::signals::name(*signo)),
+        }
+    }
+}
+
 impl ExitStatus {
     /// The code a shell would report for it: the exit code, or 128+N for signal N.
     pub fn code(self) -> i32 {
@@ -57,5 +67,18 @@ pub fn reap() -> Reaped {
             // ECHILD: no children at all. Anything else cannot happen with these arguments.
             Err(_) => return reaped,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_names_the_code_or_the_signal() {
+        assert_eq!(ExitStatus::Code(3).to_string(), "exited with code 3");
+        assert_eq!(ExitStatus::Signal(15).to_string(), "killed by SIGTERM");
+        assert_eq!(ExitStatus::Signal(64).to_string(), "killed by signal 64");
+        assert_eq!(ExitStatus::Signal(9).code(), 137);
     }
 }

@@ -26,7 +26,7 @@ use crate::control::{Answer, Ask, Request, Response};
 use crate::exit_code;
 use crate::graph::{Action, ControlCommand, Event, Graph, NodeId, NoteLevel, ProbeKind, TimerId};
 use crate::logs::{Batch, Output, PumpTarget, ReadyLine, Stream, pump};
-use crate::pid1::reaper::{self, ExitStatus};
+use crate::pid1::reaper;
 use crate::pid1::signals::{self, Signals, TERMINAL_HOUSEKEEPING};
 use crate::pid1::{self, is_stop_request};
 use crate::probe::{self, ExecContext, ProbeExits};
@@ -200,9 +200,9 @@ impl Supervisor {
             if let Some(node) = self.pids.remove(&pid) {
                 self.feed(Event::Exited { node, status });
             } else if let Some(node) = self.shutdown_commands.remove(&pid) {
-                debug!("{}: shutdown command ended ({})", self.nodes[node].name, describe(status));
+                debug!("{}: shutdown command ended ({})", self.nodes[node].name, status);
             } else if !self.probe_exits.deliver(pid, status) {
-                debug!("reaped orphan {pid} ({})", describe(status));
+                debug!("reaped orphan {pid} ({})", status);
             }
         }
     }
@@ -374,12 +374,5 @@ impl Supervisor {
         for (_, handles) in self.probes.drain() {
             handles.into_iter().for_each(|h| h.abort());
         }
-    }
-}
-
-fn describe(status: ExitStatus) -> String {
-    match status {
-        ExitStatus::Code(code) => format!("exit code {code}"),
-        ExitStatus::Signal(signo) => format!("killed by {}", signals::name(signo)),
     }
 }
