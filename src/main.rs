@@ -44,6 +44,10 @@ fn main() {
         Command::Health => client::health(),
         Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
         Command::Control(request) => client::control(request),
+        Command::Builtin(node) => {
+            eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", node.name());
+            exit_code::INTERNAL
+        }
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
@@ -87,10 +91,14 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         eprintln!("nix2gpu-init: cannot block signals: {failure}");
         return exit_code::INTERNAL;
     }
-    let env = startup_env();
+    let mut env = startup_env();
     let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
     pid1::become_subreaper_unless_pid1();
     prepare_system(&env);
+    for failure in boot::secrets::stash(&plan.secrets, &env) {
+        warn!("{failure}");
+    }
+    plan.base_env.apply(&mut env);
     let interactive = std::io::stdin().is_terminal();
     let main = if main.is_empty() && interactive && plan.services.is_empty() {
         vec![boot::user_shell(&env, nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"))]

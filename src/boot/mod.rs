@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::accounts;
 
+pub mod secrets;
+
 /// A directory the system expects at runtime.
 struct RuntimeDir {
     path: &'static str,

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use lexopt::{Arg, Parser, ValueExt};
 
+use crate::config::builtins::Builtin;
 use crate::control::Request;
 
 pub mod client;
@@ -29,6 +30,9 @@ pub enum Command {
     Logs { name: Option<String>, lines: usize, follow: bool },
     /// Start, stop or restart one node of the running init.
     Control(Request),
+    /// Run a built-in node (`builtin NAME SETTINGS`): how the init starts its own `gpu`,
+    /// `sshd` and `tailscale` nodes as children. Not for people; left out of the usage text.
+    Builtin(Builtin),
     /// Print the usage text.
     Help,
     /// Print the version.
@@ -54,6 +58,12 @@ keeps running (reaping orphans) until it is stopped.";
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let args: Vec<OsString> = args.into_iter().collect();
+    if let [first, name, settings] = args.as_slice()
+        && first == "builtin"
+    {
+        let (name, settings) = (name.to_string_lossy(), settings.to_string_lossy());
+        return Builtin::from_args(&name, &settings).map(Command::Builtin);
+    }
     if let Some(first) = args.first().and_then(|a| a.to_str())
         && let Some(parsed) = parse_client(first, &args[1..])?
     {
@@ -201,6 +211,17 @@ mod tests {
         assert!(parse_str(&["stop"]).is_err());
         assert!(parse_str(&["status", "extra"]).is_err());
         assert!(parse_str(&["health", "--json"]).is_err());
+    }
+
+    #[test]
+    fn builtin_nodes_take_their_settings_as_json() {
+        assert!(
+            matches!(parse_str(&["builtin", "gpu", "{}"]), Err(e) if e.contains("settings of built-in `gpu`"))
+        );
+        assert!(
+            matches!(parse_str(&["builtin", "web", "{}"]), Err(e) if e.contains("no built-in node `web`"))
+        );
+        assert!(parse_str(&["builtin", "gpu"]).is_err());
     }
 
     #[test]

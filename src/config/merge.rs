@@ -1,6 +1,15 @@
 //! Several config files make one configuration (`--config a.yaml --config b.yaml`).
 
-use super::{Config, Nix2gpu};
+use super::{Config, GpuSettings, Nix2gpu, SshSettings, TailscaleSettings};
+
+/// Sets each named `Option` field of `$ours` that `$later` sets (a later file's setting wins).
+/// The struct pattern makes the compiler list a field that was forgotten here.
+macro_rules! overlay {
+    ($ours:expr, $later:ident, $settings:ident { $($field:ident),+ $(,)? }) => {{
+        let $settings { $($field),+ } = $later;
+        $( if $field.is_some() { $ours.$field = $field; } )+
+    }};
+}
 
 impl Config {
     /// Overlays `later` on `self`, as the files are given on the command line. The rules:
@@ -41,12 +50,58 @@ impl Config {
     }
 
     fn merge_nix2gpu(&mut self, later: Nix2gpu) {
-        let Nix2gpu { shutdown_timeout_seconds, forward_signals_to, log, health } = later;
+        let Nix2gpu { shutdown_timeout_seconds, forward_signals_to, log, health, gpu, ssh, tailscale } =
+            later;
         let ours = &mut self.nix2gpu;
         ours.shutdown_timeout_seconds = shutdown_timeout_seconds.or(ours.shutdown_timeout_seconds);
         ours.forward_signals_to = forward_signals_to.or(ours.forward_signals_to);
         ours.log.format = log.format.or(ours.log.format);
         ours.log.timestamps = log.timestamps.or(ours.log.timestamps);
         ours.health.listen = health.listen.or(ours.health.listen.take());
+        overlay!(
+            ours.gpu,
+            gpu,
+            GpuSettings {
+                enable,
+                wait_seconds,
+                patch_nvidia_smi,
+                loader,
+                driver_link_dir,
+                library_dirs,
+                required
+            }
+        );
+        overlay!(
+            ours.ssh,
+            ssh,
+            SshSettings {
+                enable,
+                port,
+                authorized_keys_env,
+                authorized_keys_file,
+                root_password_file,
+                password_auth,
+                allow_empty_password,
+                host_key_dir,
+                sshd
+            }
+        );
+        overlay!(
+            ours.tailscale,
+            tailscale,
+            TailscaleSettings {
+                enable,
+                auth_key_file,
+                auth_key_env,
+                hostname,
+                state_dir,
+                socket,
+                userspace_networking,
+                ssh,
+                tags,
+                accept_routes,
+                tailscaled
+            }
+        );
     }
 }

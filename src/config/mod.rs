@@ -17,6 +17,7 @@
 //! (serde_yaml attaches the current node's position to such an error). `provenance` keeps the
 //! texts so that this works after several files are merged.
 
+pub mod builtins;
 mod decode;
 mod env_file;
 mod expand;
@@ -49,7 +50,8 @@ use crate::accounts::AccountFiles;
 pub use crate::accounts::Credentials;
 pub use expand::expand;
 pub use plan::{
-    DEFAULT_BACKOFF, DEFAULT_LOG_LENGTH, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, Plan, Service, plan,
+    BaseEnv, DEFAULT_BACKOFF, DEFAULT_LOG_LENGTH, DEFAULT_STOP_SIGNAL, DEFAULT_STOP_TIMEOUT, Plan, Service,
+    plan,
 };
 pub use probe::{
     DEFAULT_FAILURE_THRESHOLD, DEFAULT_PERIOD, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT, ProbeCheck,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::accounts::AccountFiles;
 use crate::graph::{NodeSpec, Thresholds};
 
+use super::builtins::{Builtins, StashedSecret};
 use super::expand::expand;
 use super::locate::KeyPath;
 use super::probe::{self, ProbePlan};
@@ -37,6 +38,29 @@ pub struct Plan {
     pub services: Vec<Service>,
     /// Lines of output kept in memory per process (`log_length`, default 1000).
     pub log_length: usize,
+    /// Changes to the environment every process gets: variables removed (secrets), then set.
+    pub base_env: BaseEnv,
+    /// Secrets to move from the init's environment into root-only files before nodes start.
+    pub secrets: Vec<StashedSecret>,
+}
+
+/// Changes the plan makes to the environment the init gives every process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseEnv {
+    pub remove: Vec<String>,
+    pub set: Vec<(String, String)>,
+}
+
+impl BaseEnv {
+    /// Applies the changes to `env`.
+    pub fn apply<K: From<String> + Ord, V: From<String>>(&self, env: &mut BTreeMap<K, V>) {
+        for name in &self.remove {
+            env.remove(&K::from(name.clone()));
+        }
+        for (name, value) in &self.set {
+            env.insert(K::from(name.clone()), V::from(value.clone()));
+        }
+    }
 }
 
 /// One process, ready to start.
@@ -82,25 +106,48 @@ pub(super) fn plan_trusting(
     accounts: &AccountFiles,
     broken: &BTreeSet<String>,
 ) -> Result<Plan, Vec<ConfigError>> {
-    let mut issues = validate::graph(config, broken);
+    let vars = strings(init_env);
+    let mut issues = Vec::new();
+    let builtins = Builtins::resolve(config, &vars, &mut issues);
+    issues.extend(validate::graph(config, broken, &builtins.traits()));
     if let Some(listen) = &config.nix2gpu.health.listen {
         let path = KeyPath::root().key("nix2gpu").key("health").key("listen");
         check(validate::listen(listen), &path, &mut issues);
     }
-    let planner = Planner::new(config, init_env, accounts, &mut issues);
-    let mut services = Vec::with_capacity(config.processes.len());
+    let base_env = BaseEnv { remove: builtins.scrub.clone(), set: builtins.env.clone() };
+    let mut base_vars = vars;
+    base_env.apply(&mut base_vars);
+    let planner = Planner::new(config, base_vars, &builtins, accounts, &mut issues);
+    let mut services = Vec::with_capacity(config.processes.len() + builtins.nodes.len());
     for (name, process) in config.processes.iter().filter(|(name, _)| !broken.contains(*name)) {
         let mut process_issues = Vec::new();
         let service = planner.service(name, process, &mut process_issues);
         issues.extend(process_issues);
         services.extend(service);
     }
+    services.extend(builtins.services(&this_binary()));
     if !issues.is_empty() {
         let errors = issues.into_iter().map(|issue| config.provenance.locate(issue)).collect();
         let files: Vec<PathBuf> = config.provenance.paths().map(Path::to_path_buf).collect();
         return Err(sorted(errors, &files));
     }
-    Ok(Plan { services, log_length: config.log_length.unwrap_or(DEFAULT_LOG_LENGTH) })
+    Ok(Plan {
+        services,
+        log_length: config.log_length.unwrap_or(DEFAULT_LOG_LENGTH),
+        base_env,
+        secrets: builtins.secrets,
+    })
+}
+
+/// The environment as text (a variable that is not UTF-8 is read lossily).
+fn strings(env: &BTreeMap<OsString, OsString>) -> BTreeMap<String, String> {
+    env.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
+}
+
+/// This binary, which the built-in nodes run. `/proc/self/exe` works as well when the path
+/// cannot be read (after exec it names the program that execs it, this same binary).
+fn this_binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
 
 /// What all processes share.
@@ -124,19 +171,18 @@ pub(super) fn check<T>(result: Result<T, String>, path: &KeyPath, issues: &mut V
 impl<'a> Planner<'a> {
     fn new(
         config: &'a Config,
-        init_env: &BTreeMap<OsString, OsString>,
+        mut base_vars: BTreeMap<String, String>,
+        builtins: &Builtins,
         accounts: &'a AccountFiles,
         issues: &mut Vec<Issue>,
     ) -> Self {
-        let mut base_vars: BTreeMap<String, String> = init_env
-            .iter()
-            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-            .collect();
         let global_path = KeyPath::root().key("environment");
         let global_env = environment_entries(&config.environment, &global_path, &mut base_vars, issues);
+        let names =
+            config.processes.keys().map(String::as_str).chain(builtins.nodes.iter().map(|node| node.name()));
         Self {
             shell: shell(config),
-            ids: config.processes.keys().enumerate().map(|(id, name)| (name.as_str(), id)).collect(),
+            ids: names.enumerate().map(|(id, name)| (name, id)).collect(),
             global_env,
             base_vars,
             accounts: AccountDb::new(accounts),

@@ -267,6 +267,141 @@ pub struct Nix2gpu {
     /// The HTTP endpoint.
     #[serde(default)]
     pub health: HealthSettings,
+    /// The built-in `gpu` node.
+    #[serde(default)]
+    pub gpu: GpuSettings,
+    /// The built-in `sshd` node.
+    #[serde(default)]
+    pub ssh: SshSettings,
+    /// The built-in `tailscale` node.
+    #[serde(default)]
+    pub tailscale: TailscaleSettings,
+}
+
+/// Whether a built-in node runs: `auto` (the default) decides from what the container was
+/// given; `true` and `false` decide for it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Enable {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl JsonSchema for Enable {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Enable".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "anyOf": [{ "type": "boolean" }, { "const": "auto" }] })
+    }
+}
+
+impl<'de> Deserialize<'de> for Enable {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(EnableVisitor)
+    }
+}
+
+struct EnableVisitor;
+
+impl Visitor<'_> for EnableVisitor {
+    type Value = Enable;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("true, false or auto")
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Enable, E> {
+        Ok(if value { Enable::On } else { Enable::Off })
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Enable, E> {
+        match value {
+            "auto" => Ok(Enable::Auto),
+            "true" => Ok(Enable::On),
+            "false" => Ok(Enable::Off),
+            _ => Err(E::custom(format!("expected true, false or auto, got `{value}`"))),
+        }
+    }
+}
+
+/// `nix2gpu.gpu`: wait for the NVIDIA driver, make it visible, fix nvidia-smi, probe.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GpuSettings {
+    /// `auto` (default): the node runs, and does its work only when a GPU was requested
+    /// (`NVIDIA_VISIBLE_DEVICES`) or driver files are present; `false`: no `gpu` node.
+    pub enable: Option<Enable>,
+    /// How long to wait for the driver libraries and /dev/nvidiactl (default 30).
+    pub wait_seconds: Option<Seconds>,
+    /// Copy nvidia-smi and rewrite its interpreter when it cannot run as injected (default true).
+    pub patch_nvidia_smi: Option<bool>,
+    /// The image's dynamic loader for the rewritten nvidia-smi (default: discovered).
+    pub loader: Option<String>,
+    /// Where soname links to the driver libraries go (default `/run/opengl-driver/lib`, the
+    /// directory Nix-built CUDA programs search).
+    pub driver_link_dir: Option<String>,
+    /// Directories searched for the driver libraries, before the NVIDIA toolkit's defaults.
+    pub library_dirs: Option<Vec<String>>,
+    /// A failed `gpu` node stops the container with its code (default false: dependents are
+    /// skipped and the rest runs).
+    pub required: Option<bool>,
+}
+
+/// `nix2gpu.ssh`: the built-in OpenSSH server.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SshSettings {
+    /// `auto` (default): run sshd when authorized keys or a root password were given.
+    pub enable: Option<Enable>,
+    /// The port sshd listens on (default 22).
+    pub port: Option<Port>,
+    /// Environment variables holding public keys, one or more per line (default
+    /// `SSH_PUBLIC_KEYS`, `PUBLIC_KEY` (RunPod), `SSH_PUBLIC_KEY` (vast.ai)).
+    pub authorized_keys_env: Option<Vec<String>>,
+    /// A file of public keys (e.g. a mounted secret), merged with the variables' keys.
+    pub authorized_keys_file: Option<String>,
+    /// A file holding root's password (else `$ROOT_PASSWORD_FILE`, else `$ROOT_PASSWORD`).
+    pub root_password_file: Option<String>,
+    /// Allow password logins (default: only when a root password was given).
+    pub password_auth: Option<bool>,
+    /// Let root log in with an empty password, as nix2gpu did; warned about at every boot.
+    pub allow_empty_password: Option<bool>,
+    /// Where host keys are kept (default `/etc/ssh`; put it on a volume to keep the identity).
+    pub host_key_dir: Option<String>,
+    /// The sshd binary (default: `sshd` on PATH).
+    pub sshd: Option<String>,
+}
+
+/// `nix2gpu.tailscale`: tailscaled, logged in through its LocalAPI.
+#[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TailscaleSettings {
+    /// `auto` (default): run tailscale when an auth key was given.
+    pub enable: Option<Enable>,
+    /// A file holding the auth key (else `$TAILSCALE_AUTHKEY_FILE`, else the variable
+    /// `auth_key_env` names).
+    pub auth_key_file: Option<String>,
+    /// The variable holding the auth key when no file is given (default `TAILSCALE_AUTHKEY`).
+    pub auth_key_env: Option<String>,
+    /// The machine name on the tailnet (default: the container's hostname).
+    pub hostname: Option<String>,
+    /// tailscaled's state directory (default `/var/lib/tailscale`).
+    pub state_dir: Option<String>,
+    /// tailscaled's LocalAPI socket (default `/run/tailscale/tailscaled.sock`).
+    pub socket: Option<String>,
+    /// Userspace networking, no /dev/net/tun needed (default true).
+    pub userspace_networking: Option<bool>,
+    /// Tailscale SSH (default false).
+    pub ssh: Option<bool>,
+    /// ACL tags to advertise, such as `tag:gpu`.
+    pub tags: Option<Vec<String>>,
+    /// Accept subnet routes from the tailnet (default false).
+    pub accept_routes: Option<bool>,
+    /// The tailscaled binary (default: `tailscaled` on PATH).
+    pub tailscaled: Option<String>,
 }
 
 /// `nix2gpu.health`: the HTTP endpoint, served only when `listen` is set.

@@ -337,8 +337,91 @@ fn reserved_names() {
         "processes:\n  sshd:\n    command: x\n",
         (2, 3),
         "\"sshd\"",
-        "processes.sshd: `sshd` is reserved: it is the name of the built-in sshd node; pick another name",
+        "processes.sshd: `sshd` is the name of the built-in sshd node; to run your own instead, turn the \
+         built-in off with `nix2gpu.ssh.enable: false` and give yours another name",
     );
+}
+
+/// The plan for `text` with these variables added to the init's environment.
+fn plan_with_env(text: &str, vars: &[(&str, &str)]) -> Plan {
+    let mut env = init_env();
+    env.extend(vars.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))));
+    let config = parse(Path::new("c.yaml"), text).unwrap();
+    plan(&config, &env, &fixture_accounts().1).unwrap()
+}
+
+fn names(plan: &Plan) -> Vec<&str> {
+    plan.services.iter().map(|service| service.spec.name.as_str()).collect()
+}
+
+#[test]
+fn builtins_follow_what_the_container_was_given() {
+    let off = "nix2gpu: {gpu: {enable: false}}\nprocesses:\n  web:\n    command: x\n";
+    assert_eq!(names(&plan_with_env(off, &[])), ["web"]);
+    // Keys in any of the platforms' variables turn sshd on; an auth key turns tailscale on.
+    for var in ["SSH_PUBLIC_KEYS", "PUBLIC_KEY", "SSH_PUBLIC_KEY"] {
+        assert_eq!(names(&plan_with_env(off, &[(var, "ssh-ed25519 AAAA x")])), ["web", "sshd"]);
+    }
+    assert_eq!(names(&plan_with_env(off, &[("TAILSCALE_AUTHKEY", "tskey-1")])), ["web", "tailscale"]);
+    let forced =
+        "nix2gpu: {gpu: {enable: true}, ssh: {enable: true, port: 2222}, tailscale: {enable: false}}\n";
+    let plan = plan_with_env(forced, &[("TAILSCALE_AUTHKEY", "tskey-1")]);
+    assert_eq!(names(&plan), ["gpu", "sshd"]);
+    let sshd = &plan.services[1];
+    assert_eq!(sshd.argv[1..3], ["builtin", "sshd"]);
+    let Ok(builtins::Builtin::Sshd(settings)) = builtins::Builtin::from_args("sshd", &sshd.argv[3]) else {
+        panic!("sshd's settings do not read back: {:?}", sshd.argv)
+    };
+    assert_eq!(settings.port, 2222);
+    assert_eq!(
+        sshd.readiness.as_ref().map(|r| &r.check),
+        Some(&ProbeCheck::Tcp { addr: ([127, 0, 0, 1], 2222).into() })
+    );
+    // The driver's directories come first on every process's paths.
+    assert_eq!(
+        plan.base_env.set,
+        [
+            ("PATH".to_string(), "/run/nix2gpu/bin:/usr/bin:/bin".to_string()),
+            ("LD_LIBRARY_PATH".to_string(), "/run/opengl-driver/lib".to_string())
+        ]
+    );
+}
+
+#[test]
+fn secrets_leave_the_environment_for_files() {
+    let text = "processes:\n  web:\n    command: echo ${ROOT_PASSWORD}${TAILSCALE_AUTHKEY}\nnix2gpu: {gpu: {enable: false}}\n";
+    let plan = plan_with_env(text, &[("ROOT_PASSWORD", "hunter2"), ("TAILSCALE_AUTHKEY", "tskey-1")]);
+    assert_eq!(names(&plan), ["web", "sshd", "tailscale"]);
+    assert_eq!(plan.base_env.remove, ["ROOT_PASSWORD", "TAILSCALE_AUTHKEY"]);
+    let stashed: Vec<&str> = plan.secrets.iter().map(|s| s.var.as_str()).collect();
+    assert_eq!(stashed, ["ROOT_PASSWORD", "TAILSCALE_AUTHKEY"]);
+    // Neither a command nor a built-in's settings (its command line) holds a value.
+    for service in &plan.services {
+        let argv = service.argv.join(" ");
+        assert!(!argv.contains("hunter2") && !argv.contains("tskey-1"), "{argv}");
+    }
+    // A file given for the secret is used as it is: nothing is stashed.
+    let plan = plan_with_env(text, &[("ROOT_PASSWORD_FILE", "/secrets/root"), ("ROOT_PASSWORD", "x")]);
+    assert!(plan.secrets.is_empty());
+    assert!(plan.services[1].argv[3].contains("\"/secrets/root\""));
+}
+
+#[test]
+fn dependencies_on_builtins() {
+    let text = "nix2gpu: {gpu: {enable: false}}\nprocesses:\n  web:\n    command: x\n    depends_on:\n      gpu: {condition: process_completed_successfully}\n      sshd: {condition: process_healthy}\n";
+    // Built-ins that do not run are nothing to wait for.
+    let plan = plan_with_env(text, &[]);
+    assert!(plan.services[0].spec.depends_on.is_empty());
+    // sshd has a readiness probe; a dependency on it gates the process.
+    let plan = plan_with_env(text, &[("PUBLIC_KEY", "ssh-ed25519 AAAA x")]);
+    assert_eq!(plan.services[0].spec.depends_on, [(1, Condition::ProcessHealthy)]);
+    // tailscale is ready by its log line, so it has no readiness probe to be healthy by.
+    let text = "processes:\n  web:\n    command: x\n    depends_on:\n      tailscale: {condition: process_healthy}\n";
+    let config = parse(Path::new("c.yaml"), text).unwrap();
+    let mut env = init_env();
+    env.insert("TAILSCALE_AUTHKEY".into(), "k".into());
+    let errors = super::plan(&config, &env, &fixture_accounts().1).unwrap_err();
+    assert!(errors[0].message.contains("`tailscale` has no readiness_probe"), "{errors:?}");
 }
 
 #[test]

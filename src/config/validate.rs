@@ -8,29 +8,27 @@ use std::str::FromStr;
 
 use nix::sys::signal::Signal;
 
+use super::builtins::{self, BuiltinTraits};
 use super::locate::KeyPath;
 use super::provenance::Issue;
 use super::schema::{port_out_of_range, signal_out_of_range};
 use super::{Condition, Config, Process, SignalName, suggest};
 
-/// Process names that belong to the init, each with what uses it. The built-in nodes' names are
-/// reserved before the built-ins exist, so that no configuration written today breaks when
-/// they arrive.
+/// Process names that belong to the init, each with what uses it.
 const RESERVED: &[(&str, &str)] = &[
     ("init", "the init's own log lines use that name"),
     ("main", "the `-- CMD` main process uses that name"),
-    ("gpu", "it is the name of the built-in GPU node"),
-    ("sshd", "it is the name of the built-in sshd node"),
-    ("tailscale", "it is the name of the built-in tailscale node"),
 ];
 
 /// Every problem of the dependency graph and of process names. `broken` processes (with
 /// structural errors) still count as defined, but their settings are not trusted for the
-/// conditions that depend on them.
-pub(super) fn graph(config: &Config, broken: &BTreeSet<String>) -> Vec<Issue> {
+/// conditions that depend on them. `builtins` are the enabled built-in nodes: dependencies on
+/// them are checked like those on processes; one on a built-in that is not enabled is met at
+/// once (a `gpu` dependency on a machine without a GPU waits for nothing).
+pub(super) fn graph(config: &Config, broken: &BTreeSet<String>, builtins: &[BuiltinTraits]) -> Vec<Issue> {
     let mut issues = reserved_names(config);
     for (name, process) in &config.processes {
-        issues.extend(dependencies(config, name, process, broken));
+        issues.extend(dependencies(config, name, process, broken, builtins));
     }
     issues.extend(cycles(config));
     issues
@@ -41,17 +39,29 @@ fn processes_path(name: &str) -> KeyPath {
 }
 
 fn reserved_names(config: &Config) -> Vec<Issue> {
-    RESERVED
-        .iter()
-        .filter(|(name, _)| config.processes.contains_key(*name))
-        .map(|(name, why)| {
+    let reserved =
+        RESERVED.iter().filter(|(name, _)| config.processes.contains_key(*name)).map(|(name, why)| {
             Issue::key(processes_path(name), format!("`{name}` is reserved: {why}; pick another name"))
-        })
-        .collect()
+        });
+    let builtins = config.processes.keys().filter(|name| builtins::is_builtin(name)).map(|name| {
+        let message = format!(
+            "`{name}` is the name of the built-in {name} node; to run your own instead, turn the \
+             built-in off with `{}: false` and give yours another name",
+            builtins::enable_key(name)
+        );
+        Issue::key(processes_path(name), message)
+    });
+    reserved.chain(builtins).collect()
 }
 
 /// Undefined and self dependencies, and conditions the dependency cannot meet.
-fn dependencies(config: &Config, name: &str, process: &Process, broken: &BTreeSet<String>) -> Vec<Issue> {
+fn dependencies(
+    config: &Config,
+    name: &str,
+    process: &Process,
+    broken: &BTreeSet<String>,
+    builtins: &[BuiltinTraits],
+) -> Vec<Issue> {
     let mut issues = Vec::new();
     for (dependency, spec) in &process.depends_on {
         let path = processes_path(name).key("depends_on").key(dependency);
@@ -59,24 +69,32 @@ fn dependencies(config: &Config, name: &str, process: &Process, broken: &BTreeSe
             issues.push(Issue::key(path, format!("`{name}` depends on itself")));
             continue;
         }
-        let Some(target) = config.processes.get(dependency) else {
-            let hint = suggest::closest(dependency, config.processes.keys().map(String::as_str))
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_default();
-            issues.push(Issue::key(
-                path,
-                format!("`{name}` depends on `{dependency}`, which is not defined{hint}"),
-            ));
-            continue;
+        let (has_readiness_probe, has_ready_log_line) = if builtins::is_builtin(dependency) {
+            match builtins.iter().find(|b| b.name == dependency) {
+                Some(builtin) => (builtin.has_readiness_probe, builtin.has_ready_log_line),
+                None => continue,
+            }
+        } else {
+            let Some(target) = config.processes.get(dependency) else {
+                let hint = suggest::closest(dependency, config.processes.keys().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                issues.push(Issue::key(
+                    path,
+                    format!("`{name}` depends on `{dependency}`, which is not defined{hint}"),
+                ));
+                continue;
+            };
+            if broken.contains(dependency) {
+                continue;
+            }
+            (target.readiness_probe.is_some(), target.ready_log_line.is_some())
         };
-        if broken.contains(dependency) {
-            continue;
-        }
         let unmet = match spec.condition {
-            Condition::ProcessHealthy if target.readiness_probe.is_none() => Some(format!(
+            Condition::ProcessHealthy if !has_readiness_probe => Some(format!(
                 "`{name}` waits for `{dependency}` to be healthy, but `{dependency}` has no readiness_probe"
             )),
-            Condition::ProcessLogReady if target.ready_log_line.is_none() => Some(format!(
+            Condition::ProcessLogReady if !has_ready_log_line => Some(format!(
                 "`{name}` waits for a ready line from `{dependency}`, but `{dependency}` has no ready_log_line"
             )),
             _ => None,
@@ -291,7 +309,7 @@ mod tests {
     }
 
     fn messages(text: &str) -> Vec<String> {
-        graph(&config(text), &BTreeSet::new()).into_iter().map(|issue| issue.to_string()).collect()
+        graph(&config(text), &BTreeSet::new(), &[]).into_iter().map(|issue| issue.to_string()).collect()
     }
 
     #[test]
@@ -342,7 +360,8 @@ mod tests {
             messages("processes:\n  init: {command: x}\n  sshd: {command: x}\n"),
             [
                 "processes.init: `init` is reserved: the init's own log lines use that name; pick another name",
-                "processes.sshd: `sshd` is reserved: it is the name of the built-in sshd node; pick another name",
+                "processes.sshd: `sshd` is the name of the built-in sshd node; to run your own instead, turn the \
+                 built-in off with `nix2gpu.ssh.enable: false` and give yours another name",
             ]
         );
     }
