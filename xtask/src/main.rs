@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`. See `cargo xtask help`.
 
 mod bench;
+mod image;
 mod static_build;
 
 use std::io::{BufRead, BufReader};
@@ -12,6 +13,8 @@ cargo xtask <task>
   build-static   build the static release binary and check that it is static
   test           build-static, then every test of the workspace against that binary
   demo           run the init as PID 1 in fresh namespaces on a small demo
+  image          build the container image nix2gpu-init:dev FROM scratch (static init,
+                 busybox, OpenSSH, a demo config) into the local Docker engine
   bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
                  supervisord, s6-svscan and a shell floor; writes BENCHMARKS.md";
 
@@ -21,6 +24,7 @@ fn main() -> ExitCode {
         "build-static" => static_build::build().map(|path| println!("{}", path.display())),
         "test" => test(),
         "demo" => demo(),
+        "image" => image::build(),
         "bench" => bench::run(),
         _ => {
             println!("{HELP}");
@@ -52,6 +56,7 @@ pub fn run(command: &mut Command) -> Result<(), String> {
 /// nothing in it; the sum over all of them closes the output, so the total is what is read last.
 fn test() -> Result<(), String> {
     let binary = static_build::build()?;
+    image::build()?;
     let mut child = Command::new(env!("CARGO"))
         .current_dir(root())
         .args(["test", "--workspace", "--exclude", "xtask"])
