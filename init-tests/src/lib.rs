@@ -41,6 +41,8 @@ pub struct Launch {
     env: Vec<(String, String)>,
     as_plain_process: bool,
     socket: Option<String>,
+    /// Shell commands run inside the namespaces before the init starts.
+    setup: Vec<String>,
 }
 
 /// A control socket path no other init of this test run uses.
@@ -52,6 +54,13 @@ pub fn fresh_socket_path() -> String {
 }
 
 impl Launch {
+    /// Runs `command` (a shell command) inside the init's namespaces before it starts, after
+    /// the tmpfs mounts: more private mounts, files the test needs there.
+    pub fn setup(mut self, command: &str) -> Self {
+        self.setup.push(command.to_string());
+        self
+    }
+
     /// The init with these arguments (e.g. `["--", "sh", "-c", "exit 3"]`).
     pub fn new<S: AsRef<str>>(args: &[S]) -> Self {
         Self { args: args.iter().map(|a| a.as_ref().to_string()).collect(), ..Self::default() }
@@ -87,8 +96,9 @@ impl Launch {
         let mut command = if self.as_plain_process {
             Command::new(init_binary())
         } else {
-            let mounts: Vec<String> =
+            let mut mounts: Vec<String> =
                 PRIVATE_DIRS.iter().map(|dir| format!("mount -t tmpfs tmpfs {dir}")).collect();
+            mounts.extend(self.setup.iter().cloned());
             let mut command = Command::new("unshare");
             command
                 .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
