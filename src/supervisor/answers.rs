@@ -13,7 +13,7 @@ use crate::logs::Batch;
 use crate::runtime::Platform;
 
 /// The status contract's report.
-pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: &Option<Platform>) -> StatusReport {
+pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platform>) -> StatusReport {
     let nodes = statuses
         .into_iter()
         .map(|status| NodeReport {
@@ -27,7 +27,7 @@ pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: &Option<Platfor
             reason: status.reason,
         })
         .collect();
-    StatusReport { nodes, platform: platform.clone(), gpu: None }
+    StatusReport { nodes, platform: platform.cloned(), gpu: None }
 }
 
 /// Ready when every node is ready, has completed successfully, or is disabled; otherwise one

@@ -150,7 +150,7 @@ impl Supervisor {
             Request::Status => Answer::One(Response::Status(answers::status(
                 self.graph.status(),
                 now,
-                &self.settings.platform,
+                self.settings.platform.as_ref(),
             ))),
             Request::Health => Answer::One(Response::Health(answers::health(&self.graph.status()))),
             Request::Logs { name, lines, follow } => {
