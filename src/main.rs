@@ -11,9 +11,11 @@ use nix2gpu_init::accounts::AccountFiles;
 use nix2gpu_init::cli::{self, Command, client};
 use nix2gpu_init::config::{self, Config, Plan};
 use nix2gpu_init::control::{ControlHandle, http, socket};
+use nix2gpu_init::gpu::probe as gpu_probe;
 use nix2gpu_init::graph::Graph;
 use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
+use nix2gpu_init::runtime::{self, Platform};
 use nix2gpu_init::supervisor::{self, nodes};
 use nix2gpu_init::{boot, exit_code};
 use tracing::{error, info, warn};
@@ -48,6 +50,9 @@ fn main() {
             eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", node.name());
             exit_code::INTERNAL
         }
+        Command::Detect { json } => detect(json),
+        Command::GpuProbe(options) => gpu_probe::command(&options),
+        Command::GpuProbeChild { library } => gpu_probe::child(&library),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
@@ -60,7 +65,7 @@ fn main() {
 /// `nix2gpu-init check`: every error of every file on stderr, 78 if there was any.
 fn check(configs: &[PathBuf]) -> i32 {
     let sources = config::sources(configs);
-    match config::check(&sources, &startup_env(), &AccountFiles::default()) {
+    match config::check(&sources, &startup_env().0, &AccountFiles::default()) {
         Ok((_, plan)) => {
             println!(
                 "configuration is valid: {} file(s), {} process(es)",
@@ -79,9 +84,33 @@ fn check(configs: &[PathBuf]) -> i32 {
     }
 }
 
-/// The environment for everything the init starts (boot defaults over the init's own).
-fn startup_env() -> BTreeMap<OsString, OsString> {
-    boot::environment(std::env::vars_os(), nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"))
+/// The environment for everything the init starts (boot defaults over the init's own, and
+/// `NIX2GPU_PLATFORM`), and the platform detected from it.
+fn startup_env() -> (BTreeMap<OsString, OsString>, Platform) {
+    let mut env =
+        boot::environment(std::env::vars_os(), nix::unistd::getuid().as_raw(), Path::new("/etc/passwd"));
+    let platform = runtime::detect(&env, |path| path.exists());
+    env.insert(runtime::PLATFORM_ENV.into(), platform.kind.as_str().into());
+    (env, platform)
+}
+
+/// `nix2gpu-init detect [--json]`.
+fn detect(json: bool) -> i32 {
+    let (_, platform) = startup_env();
+    if !json {
+        println!("platform: {platform}");
+        return 0;
+    }
+    match serde_json::to_string_pretty(&platform) {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(error) => {
+            eprintln!("nix2gpu-init: cannot write the platform as JSON: {error}");
+            exit_code::INTERNAL
+        }
+    }
 }
 
 /// Boot and supervise.
@@ -91,7 +120,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         eprintln!("nix2gpu-init: cannot block signals: {failure}");
         return exit_code::INTERNAL;
     }
-    let mut env = startup_env();
+    let (mut env, platform) = startup_env();
     let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
     pid1::become_subreaper_unless_pid1();
     prepare_system(&env);
@@ -124,6 +153,8 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
             return exit_code::INTERNAL;
         }
     };
+    // Logged once the output has its configured format (text or JSON).
+    info!("platform: {platform}");
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(failure) => {
@@ -138,6 +169,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         forward_to: config.forward_to(),
         grace: config.shutdown_timeout(),
         interactive,
+        platform: Some(platform),
     };
     let socket_path = socket::path();
     let mut socket_bound = false;

@@ -458,6 +458,20 @@ pub fn alive(pid: i32) -> bool {
     processes().get(&pid).is_some_and(|p| p.state != 'Z')
 }
 
+/// A command running `program` in a mount namespace of its own with a private /dev (holding
+/// only null, zero and urandom). NVIDIA's libnvidia-ml, run as root, creates /dev/nvidiactl
+/// when it is missing: anything that loads it in a test runs this way, so the machine's /dev
+/// is never changed (and never made to look as if it had a GPU).
+pub fn in_private_dev(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "sh", "-c"]).arg(format!("{PRIVATE_DEV} && exec \"$@\"")).arg("sh").arg(program);
+    command
+}
+
+/// Shell commands that put a fresh /dev with the basic nodes in place (in a mount namespace).
+pub const PRIVATE_DEV: &str = "mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && \
+     mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9";
+
 /// The path of a fixture file.
 pub fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(name);

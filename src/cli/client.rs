@@ -142,9 +142,9 @@ pub fn table(report: &StatusReport) -> String {
     for row in &rows {
         push_row(row);
     }
-    let describe =
-        |value: &Option<serde_json::Value>| value.as_ref().map_or("-".to_string(), |v| v.to_string());
-    out.push_str(&format!("platform: {}\ngpu: {}\n", describe(&report.platform), describe(&report.gpu)));
+    let platform = report.platform.as_ref().map_or("-".to_string(), ToString::to_string);
+    let gpu = report.gpu.as_ref().map_or("-".to_string(), ToString::to_string);
+    out.push_str(&format!("platform: {platform}\ngpu: {gpu}\n"));
     out
 }
 

@@ -10,6 +10,7 @@ use lexopt::{Arg, Parser, ValueExt};
 
 use crate::config::builtins::Builtin;
 use crate::control::Request;
+use crate::gpu::probe;
 
 pub mod client;
 
@@ -33,6 +34,12 @@ pub enum Command {
     /// Run a built-in node (`builtin NAME SETTINGS`): how the init starts its own `gpu`,
     /// `sshd` and `tailscale` nodes as children. Not for people; left out of the usage text.
     Builtin(Builtin),
+    /// Print the detected platform and its evidence.
+    Detect { json: bool },
+    /// Probe the GPU driver (NVML in a child process, else nvidia-smi).
+    GpuProbe(probe::Options),
+    /// The probe's hidden child mode: load NVML from `library`, print the report as JSON.
+    GpuProbeChild { library: PathBuf },
     /// Print the usage text.
     Help,
     /// Print the version.
@@ -48,6 +55,9 @@ usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (t
        nix2gpu-init health                                 exit 0 if ready, 1 if not (Docker HEALTHCHECK)
        nix2gpu-init logs [NAME] [-n N] [-f]                recent output from the ring buffer
        nix2gpu-init restart|stop|start NAME                control one node
+       nix2gpu-init detect [--json]                        the detected platform and its evidence
+       nix2gpu-init gpu-probe [--json] [--library PATH] [--nvidia-smi PATH] [--timeout SECONDS]
+                                                           driver version and GPUs (exit 1: none)
        nix2gpu-init --help | --version
 
 Config files: every --config in order, else $NIX2GPU_CONFIG, else /etc/nix2gpu/config.yaml
@@ -66,6 +76,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     }
     if let Some(first) = args.first().and_then(|a| a.to_str())
         && let Some(parsed) = parse_client(first, &args[1..])?
+    {
+        return Ok(parsed);
+    }
+    if let Some(first) = args.first().and_then(|a| a.to_str())
+        && let Some(parsed) = parse_local(first, &args[1..])?
     {
         return Ok(parsed);
     }
@@ -142,6 +157,53 @@ fn parse_client(name: &str, rest: &[OsString]) -> Result<Option<Command>, String
         _ => return Err(format!("`{name}` takes no such arguments")),
     };
     Ok(Some(command))
+}
+
+/// `detect` and `gpu-probe`: subcommands about this machine, not about a running init.
+fn parse_local(name: &str, rest: &[OsString]) -> Result<Option<Command>, String> {
+    let gpu = match name {
+        "detect" => false,
+        "gpu-probe" => true,
+        _ => return Ok(None),
+    };
+    let mut parser = Parser::from_args(rest.iter().cloned());
+    let mut options =
+        probe::Options { json: false, library: None, nvidia_smi: None, timeout: probe::DEFAULT_TIMEOUT };
+    let mut child = false;
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Arg::Long("json") => options.json = true,
+            Arg::Long("library") if gpu => options.library = Some(path_value(&mut parser)?),
+            Arg::Long("nvidia-smi") if gpu => options.nvidia_smi = Some(path_value(&mut parser)?),
+            Arg::Long("timeout") if gpu => {
+                let value = parser.value().map_err(|e| e.to_string())?.string().map_err(|e| e.to_string())?;
+                options.timeout = seconds(&value).map_err(|e| format!("--timeout: {e}"))?;
+            }
+            // The hidden child mode (probe::CHILD_FLAG).
+            Arg::Long("child") if gpu => child = true,
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Some(match (gpu, child) {
+        (false, _) => Command::Detect { json: options.json },
+        (true, false) => Command::GpuProbe(options),
+        (true, true) => {
+            Command::GpuProbeChild { library: options.library.ok_or("`gpu-probe --child` needs --library")? }
+        }
+    }))
+}
+
+fn path_value(parser: &mut Parser) -> Result<PathBuf, String> {
+    parser.value().map(PathBuf::from).map_err(|e| e.to_string())
+}
+
+/// A positive number of seconds, fractions allowed (`0.5`).
+fn seconds(text: &str) -> Result<std::time::Duration, String> {
+    let value: f64 = text.parse().map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if value.is_nan() || value <= 0.0 {
+        return Err(format!("`{text}` is not a positive number of seconds"));
+    }
+    std::time::Duration::try_from_secs_f64(value).map_err(|e| format!("`{text}`: {e}"))
 }
 
 fn next_is_double_dash(parser: &mut Parser) -> bool {
@@ -222,6 +284,49 @@ mod tests {
             matches!(parse_str(&["builtin", "web", "{}"]), Err(e) if e.contains("no built-in node `web`"))
         );
         assert!(parse_str(&["builtin", "gpu"]).is_err());
+    }
+
+    #[test]
+    fn detect_and_gpu_probe() {
+        assert_eq!(parse_str(&["detect"]).unwrap(), Command::Detect { json: false });
+        assert_eq!(parse_str(&["detect", "--json"]).unwrap(), Command::Detect { json: true });
+        assert!(parse_str(&["detect", "--library", "x"]).is_err());
+        assert_eq!(
+            parse_str(&[
+                "gpu-probe",
+                "--json",
+                "--library",
+                "/l.so",
+                "--nvidia-smi",
+                "/smi",
+                "--timeout",
+                "0.5"
+            ])
+            .unwrap(),
+            Command::GpuProbe(probe::Options {
+                json: true,
+                library: Some("/l.so".into()),
+                nvidia_smi: Some("/smi".into()),
+                timeout: std::time::Duration::from_millis(500),
+            })
+        );
+        assert_eq!(
+            parse_str(&["gpu-probe"]).unwrap(),
+            Command::GpuProbe(probe::Options {
+                json: false,
+                library: None,
+                nvidia_smi: None,
+                timeout: probe::DEFAULT_TIMEOUT
+            })
+        );
+        assert_eq!(
+            parse_str(&["gpu-probe", probe::CHILD_FLAG, "--library", "/l.so"]).unwrap(),
+            Command::GpuProbeChild { library: "/l.so".into() }
+        );
+        assert!(parse_str(&["gpu-probe", "--child"]).is_err());
+        for bad in ["0", "-1", "x", "NaN", "inf"] {
+            assert!(parse_str(&["gpu-probe", "--timeout", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -269,7 +269,7 @@ fn gpu(config: &Config, vars: &BTreeMap<String, String>) -> Option<GpuNode> {
     let wanted = match settings.enable.unwrap_or_default() {
         Enable::Off => false,
         Enable::On => true,
-        Enable::Auto => gpu_requested(vars) || driver_present(&library_dirs),
+        Enable::Auto => gpu_requested(vars) || (!gpu_refused(vars) && driver_present(&library_dirs)),
     };
     wanted.then(|| GpuNode {
         wait: settings.wait_seconds.map_or(Duration::from_secs(30), |s| s.0),
@@ -289,6 +289,12 @@ fn gpu(config: &Config, vars: &BTreeMap<String, String>) -> Option<GpuNode> {
 /// `void` or `none` (the toolkit's words for "no GPU").
 pub fn gpu_requested(vars: &BTreeMap<String, String>) -> bool {
     non_empty(vars, "NVIDIA_VISIBLE_DEVICES").is_some_and(|v| !matches!(v.trim(), "void" | "none"))
+}
+
+/// Whether the container was told explicitly that it has no GPU (`NVIDIA_VISIBLE_DEVICES` is
+/// `void` or `none`): `auto` then stays off whatever files are around.
+fn gpu_refused(vars: &BTreeMap<String, String>) -> bool {
+    non_empty(vars, "NVIDIA_VISIBLE_DEVICES").is_some_and(|v| matches!(v.trim(), "void" | "none"))
 }
 
 /// Whether driver files are in the container already: NVML in one of `dirs`, or the control

@@ -9,9 +9,12 @@ use super::testing::{Dir, fixture_accounts};
 use super::*;
 use crate::graph::Thresholds;
 
-/// The init's environment in these tests.
+/// The init's environment in these tests: no GPU, whatever the machine running them has.
 fn init_env() -> BTreeMap<OsString, OsString> {
-    [("HOME", "/root"), ("PATH", "/usr/bin:/bin")].into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+    [("HOME", "/root"), ("PATH", "/usr/bin:/bin"), ("NVIDIA_VISIBLE_DEVICES", "void")]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 /// `check` on one file holding `text`; errors as `name:line:col: message`, with the fixture

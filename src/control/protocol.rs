@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::Platform;
+
 /// The protocol version a request must carry; a different one is refused with an error that
 /// names both.
 pub const VERSION: u32 = 1;
@@ -60,8 +62,8 @@ pub enum Response {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub nodes: Vec<NodeReport>,
-    /// Platform detection (GPU bring-up work); `null` until it exists.
-    pub platform: Option<serde_json::Value>,
+    /// The platform detected at startup (see [`crate::runtime`]).
+    pub platform: Option<Platform>,
     /// The GPU report (GPU bring-up work); `null` until it exists.
     pub gpu: Option<serde_json::Value>,
 }

@@ -10,9 +10,10 @@ use crate::control::socket::{FOLLOW_BUFFER, log_line};
 use crate::control::{Answer, HealthReport, LogLine, NodeReport, Response, StatusReport};
 use crate::graph::{NodeState, NodeStatus};
 use crate::logs::Batch;
+use crate::runtime::Platform;
 
 /// The status contract's report.
-pub fn status(statuses: Vec<NodeStatus>, now: Instant) -> StatusReport {
+pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platform>) -> StatusReport {
     let nodes = statuses
         .into_iter()
         .map(|status| NodeReport {
@@ -26,7 +27,7 @@ pub fn status(statuses: Vec<NodeStatus>, now: Instant) -> StatusReport {
             reason: status.reason,
         })
         .collect();
-    StatusReport { nodes, platform: None, gpu: None }
+    StatusReport { nodes, platform: platform.cloned(), gpu: None }
 }
 
 /// Ready when every node is ready, has completed successfully, or is disabled; otherwise one

@@ -30,17 +30,20 @@ use crate::pid1::reaper;
 use crate::pid1::signals::{self, Signals, TERMINAL_HOUSEKEEPING};
 use crate::pid1::{self, is_stop_request};
 use crate::probe::{self, ExecContext, ProbeExits};
+use crate::runtime::Platform;
 use crate::spawn;
 pub use nodes::{MAIN_NAME, Node};
 
 /// Settings of the loop that are not per node.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub forward_to: ForwardTo,
     /// SIGTERM-to-SIGKILL grace for processes left behind when the graph has finished.
     pub grace: Duration,
     /// stdin is a terminal: the main process gets its foreground.
     pub interactive: bool,
+    /// The platform detected at startup, for `status`.
+    pub platform: Option<Platform>,
 }
 
 /// Runs the graph to its end, answering control requests from `control` meanwhile, drains the
@@ -53,6 +56,7 @@ pub async fn run(
     settings: Settings,
     control: mpsc::Receiver<Ask>,
 ) -> i32 {
+    let grace = settings.grace;
     let (events, inbox) = unbounded_channel();
     let (live, _) = broadcast::channel(LIVE_BATCHES);
     let mut supervisor = Supervisor {
@@ -72,7 +76,7 @@ pub async fn run(
     };
     let code = supervisor.supervise(&mut signals, inbox, control).await;
     supervisor.cancel_tasks();
-    let code = pid1::drain_leftovers(&mut signals, code, settings.grace).await;
+    let code = pid1::drain_leftovers(&mut signals, code, grace).await;
     // Every process is gone now, so every pipe has reached its end: let the pumps pass on
     // what is still buffered in them (a process may have written its last lines just before
     // it exited). Bounded, in case a pipe was handed to something outside the init's reach.
@@ -143,7 +147,11 @@ impl Supervisor {
     fn answer(&mut self, request: Request) -> Answer {
         let now = Instant::now();
         match request {
-            Request::Status => Answer::One(Response::Status(answers::status(self.graph.status(), now))),
+            Request::Status => Answer::One(Response::Status(answers::status(
+                self.graph.status(),
+                now,
+                self.settings.platform.as_ref(),
+            ))),
             Request::Health => Answer::One(Response::Health(answers::health(&self.graph.status()))),
             Request::Logs { name, lines, follow } => {
                 answers::logs(&self.nodes, name.as_deref(), lines, follow.then(|| self.live.subscribe()))

@@ -1,0 +1,8 @@
+//! The GPU: what the driver reports (NVML, or `nvidia-smi` as a fallback), probed in a child
+//! process under a deadline so that a crashing or hanging driver library never takes the init
+//! down.
+
+mod bounded;
+pub mod nvml;
+pub mod probe;
+mod smi;
