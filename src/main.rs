@@ -44,6 +44,10 @@ fn main() {
         Command::Health => client::health(),
         Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
         Command::Control(request) => client::control(request),
+        Command::SetInterpreter { file, interpreter, runpath, output } => {
+            cli::elf::set_interpreter(&file, &interpreter, runpath.as_deref(), output.as_deref())
+        }
+        Command::PrintInterpreter { file } => cli::elf::print_interpreter(&file),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
