@@ -53,6 +53,10 @@ fn main() {
         Command::Detect { json } => detect(json),
         Command::GpuProbe(options) => gpu_probe::command(&options),
         Command::GpuProbeChild { library } => gpu_probe::child(&library),
+        Command::SetInterpreter { file, interpreter, runpath, output } => {
+            cli::elf::set_interpreter(&file, &interpreter, runpath.as_deref(), output.as_deref())
+        }
+        Command::PrintInterpreter { file } => cli::elf::print_interpreter(&file),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.

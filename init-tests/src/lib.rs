@@ -478,6 +478,14 @@ pub fn fixture(name: &str) -> String {
     path.canonicalize().unwrap_or(path).to_string_lossy().into_owned()
 }
 
+/// NVIDIA's userspace from Debian's packages, unpacked by `cargo xtask fetch-nvidia` (which
+/// `cargo xtask test` runs first): the directory that holds the unpacked tree.
+pub fn nvidia_root() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/nvidia/root");
+    assert!(root.is_dir(), "{} is missing: run `cargo xtask fetch-nvidia`", root.display());
+    root
+}
+
 /// Writes `yaml` to a fresh temporary config file and returns its path; the file is removed
 /// when the returned guard is dropped.
 pub fn config_file(yaml: &str) -> TempConfig {

@@ -6,26 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use init_tests::{Launch, config_file, find_process, fixture, in_private_dev, init_binary};
+use init_tests::{Launch, config_file, find_process, fixture, in_private_dev, init_binary, nvidia_root};
 use nix::sys::signal::Signal;
 
-/// Where `dpkg -x` of Debian's `libnvidia-ml1` and `nvidia-smi` put them (`cargo xtask
-/// fetch-nvidia`, or by hand: `apt-get download nvidia-smi libnvidia-ml1 libcuda1` in
-/// target/nvidia and `dpkg -x` each into target/nvidia/root).
-const DEBIAN_NVML: &str = "target/nvidia/root/usr/lib/x86_64-linux-gnu/nvidia/current/libnvidia-ml.so.1";
-const DEBIAN_NVIDIA_SMI: &str = "target/nvidia/root/usr/lib/nvidia/current/nvidia-smi";
+/// Debian's `libnvidia-ml1` and `nvidia-smi`, as `cargo xtask fetch-nvidia` unpacks them.
+const DEBIAN_NVML: &str = "usr/lib/x86_64-linux-gnu/nvidia/current/libnvidia-ml.so.1";
+const DEBIAN_NVIDIA_SMI: &str = "usr/lib/nvidia/current/nvidia-smi";
 
 /// A file of NVIDIA's userspace, failing the test (not skipping it) when it was not fetched.
 fn nvidia_file(relative: &str) -> PathBuf {
-    let workspace =
-        Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("init-tests is inside the workspace");
-    let path = workspace.join(relative);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask fetch-nvidia` (Debian's nvidia-smi, libnvidia-ml1 and libcuda1 \
-         from non-free, unpacked into target/nvidia/root)",
-        path.display()
-    );
+    let path = nvidia_root().join(relative);
+    assert!(path.exists(), "{} is missing: run `cargo xtask fetch-nvidia`", path.display());
     path
 }
 

@@ -13,6 +13,7 @@ use crate::control::Request;
 use crate::gpu::probe;
 
 pub mod client;
+pub mod elf;
 
 /// What the user asked the binary to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub enum Command {
     GpuProbe(probe::Options),
     /// The probe's hidden child mode: load NVML from `library`, print the report as JSON.
     GpuProbeChild { library: PathBuf },
+    /// Set the ELF interpreter (and DT_RUNPATH) of a binary, in place or into `output`.
+    SetInterpreter { file: PathBuf, interpreter: String, runpath: Option<String>, output: Option<PathBuf> },
+    /// Print the ELF interpreter of a binary.
+    PrintInterpreter { file: PathBuf },
     /// Print the usage text.
     Help,
     /// Print the version.
@@ -58,6 +63,9 @@ usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (t
        nix2gpu-init detect [--json]                        the detected platform and its evidence
        nix2gpu-init gpu-probe [--json] [--library PATH] [--nvidia-smi PATH] [--timeout SECONDS]
                                                            driver version and GPUs (exit 1: none)
+       nix2gpu-init set-interpreter --interpreter PATH [--runpath DIRS] FILE [--output OUT]
+                                                           set an ELF file's interpreter (and runpath)
+       nix2gpu-init print-interpreter FILE                 print an ELF file's interpreter
        nix2gpu-init --help | --version
 
 Config files: every --config in order, else $NIX2GPU_CONFIG, else /etc/nix2gpu/config.yaml
@@ -75,7 +83,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         return Builtin::from_args(&name, &settings).map(Command::Builtin);
     }
     if let Some(first) = args.first().and_then(|a| a.to_str())
-        && let Some(parsed) = parse_client(first, &args[1..])?
+        && let Some(parsed) = parse_client(first, &args[1..])?.or(parse_elf(first, &args[1..])?)
     {
         return Ok(parsed);
     }
@@ -206,6 +214,37 @@ fn seconds(text: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(value).map_err(|e| format!("`{text}`: {e}"))
 }
 
+/// `set-interpreter` and `print-interpreter`; `None` when `name` is neither.
+fn parse_elf(name: &str, rest: &[OsString]) -> Result<Option<Command>, String> {
+    if !matches!(name, "set-interpreter" | "print-interpreter") {
+        return Ok(None);
+    }
+    let mut parser = Parser::from_args(rest.iter().cloned());
+    let (mut interpreter, mut runpath, mut output, mut files) = (None, None, None, Vec::new());
+    let value = |parser: &mut Parser| parser.value().map_err(|e| e.to_string());
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Arg::Long("interpreter") if name == "set-interpreter" => {
+                interpreter = Some(value(&mut parser)?.string().map_err(|e| e.to_string())?);
+            }
+            Arg::Long("runpath") if name == "set-interpreter" => {
+                runpath = Some(value(&mut parser)?.string().map_err(|e| e.to_string())?);
+            }
+            Arg::Long("output") if name == "set-interpreter" => {
+                output = Some(PathBuf::from(value(&mut parser)?))
+            }
+            Arg::Value(file) => files.push(PathBuf::from(file)),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    let [file] = <[PathBuf; 1]>::try_from(files).map_err(|_| format!("`{name}` takes exactly one FILE"))?;
+    if name == "print-interpreter" {
+        return Ok(Some(Command::PrintInterpreter { file }));
+    }
+    let interpreter = interpreter.ok_or("`set-interpreter` needs --interpreter PATH")?;
+    Ok(Some(Command::SetInterpreter { file, interpreter, runpath, output }))
+}
+
 fn next_is_double_dash(parser: &mut Parser) -> bool {
     parser.try_raw_args().is_some_and(|raw| raw.peek() == Some("--".as_ref()))
 }
@@ -327,6 +366,36 @@ mod tests {
         for bad in ["0", "-1", "x", "NaN", "inf"] {
             assert!(parse_str(&["gpu-probe", "--timeout", bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn interpreter_subcommands() {
+        assert_eq!(
+            parse_str(&["set-interpreter", "--interpreter", "/ld.so", "bin", "--output", "out"]).unwrap(),
+            Command::SetInterpreter {
+                file: "bin".into(),
+                interpreter: "/ld.so".into(),
+                runpath: None,
+                output: Some("out".into()),
+            }
+        );
+        assert_eq!(
+            parse_str(&["set-interpreter", "--runpath=/a:/b", "--interpreter=/ld.so", "bin"]).unwrap(),
+            Command::SetInterpreter {
+                file: "bin".into(),
+                interpreter: "/ld.so".into(),
+                runpath: Some("/a:/b".into()),
+                output: None,
+            }
+        );
+        assert_eq!(
+            parse_str(&["print-interpreter", "bin"]).unwrap(),
+            Command::PrintInterpreter { file: "bin".into() }
+        );
+        assert!(parse_str(&["set-interpreter", "bin"]).unwrap_err().contains("--interpreter"));
+        assert!(parse_str(&["set-interpreter", "--interpreter", "/ld.so"]).is_err());
+        assert!(parse_str(&["print-interpreter", "a", "b"]).is_err());
+        assert!(parse_str(&["print-interpreter", "--output", "x", "a"]).is_err());
     }
 
     #[test]

@@ -8,9 +8,13 @@
 //!
 //! Supervisor: time until 3, 100 and 1000 services run, memory with them running, context
 //! switches while idle, log throughput against `cat`, and SIGTERM to exit.
+//!
+//! ELF: `set-interpreter` against patchelf on nvidia-smi; `cargo xtask bench elf` measures only
+//! that and replaces its part of BENCHMARKS.md.
 
 mod census;
 mod contenders;
+mod elf;
 mod isolated;
 mod log_rate;
 mod measure;
@@ -31,12 +35,17 @@ const REPORT_FILE: &str = "BENCHMARKS.md";
 /// Where the supervisor runs keep their configurations, relative to the workspace root.
 const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 
-/// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md.
-/// In the copy of itself that the bench starts in a private mount namespace, measures startup
-/// only (see `isolated`).
-pub fn run() -> Result<(), String> {
+/// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md;
+/// with `subset` "elf", only the ELF part. In the copy of itself that the bench starts in a
+/// private mount namespace, measures startup only (see `isolated`).
+pub fn run(subset: Option<&str>) -> Result<(), String> {
     if let Some(ours) = isolated::helper_request() {
         return isolated::serve(ours);
+    }
+    match subset {
+        None => {}
+        Some("elf") => return elf_only(),
+        Some(other) => return Err(format!("unknown bench part `{other}` (there is: elf)")),
     }
     let facts = report::Machine::read()?;
     let ours = crate::static_build::build()?;
@@ -45,10 +54,30 @@ pub fn run() -> Result<(), String> {
     let storm = measure::build_orphan_storm()?;
     let results = measure_all(&contenders, &ours, &storm)?;
     let text = report::render(&facts, &contenders, &results);
-    let text = format!("{text}\n{}", measure_supervisors(&supervisors, &ours)?);
+    let supervisor_text = measure_supervisors(&supervisors, &ours)?;
+    let elf_text = elf::render(&elf::measure(&ours)?);
+    let text = format!("{text}\n{supervisor_text}\n{elf_text}");
     print!("{text}");
+    write_report(&text)
+}
+
+/// `bench elf`: the ELF part alone, replacing the one in BENCHMARKS.md (it is the last part)
+/// or added at its end.
+fn elf_only() -> Result<(), String> {
+    let ours = crate::static_build::build()?;
+    let section = elf::render(&elf::measure(&ours)?);
+    print!("{section}");
+    let existing = fs::read_to_string(crate::root().join(REPORT_FILE)).unwrap_or_default();
+    let before = match existing.find(&format!("\n{}\n", elf::HEADING)) {
+        Some(start) => &existing[..start],
+        None => existing.trim_end(),
+    };
+    write_report(&format!("{before}\n\n{section}"))
+}
+
+fn write_report(text: &str) -> Result<(), String> {
     let path = crate::root().join(REPORT_FILE);
-    fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
 }

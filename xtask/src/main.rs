@@ -2,6 +2,7 @@
 
 mod bench;
 mod image;
+mod nvidia;
 mod static_build;
 
 use std::io::{BufRead, BufReader};
@@ -11,21 +12,25 @@ use std::process::{Command, ExitCode, Stdio};
 const HELP: &str = "\
 cargo xtask <task>
   build-static   build the static release binary and check that it is static
-  test           build-static, then every test of the workspace against that binary
+  test           fetch-nvidia, build-static, then every test of the workspace against that binary
+  fetch-nvidia   download NVIDIA's userspace (Debian non-free) into target/nvidia/root
   demo           run the init as PID 1 in fresh namespaces on a small demo
   image          build the container image nix2gpu-init:dev FROM scratch (static init,
                  busybox, OpenSSH, a demo config) into the local Docker engine
   bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
-                 supervisord, s6-svscan and a shell floor; writes BENCHMARKS.md";
+                 supervisord, s6-svscan and a shell floor; set-interpreter against
+                 patchelf; writes BENCHMARKS.md
+  bench elf      only set-interpreter against patchelf: replaces that part of BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "build-static" => static_build::build().map(|path| println!("{}", path.display())),
         "test" => test(),
+        "fetch-nvidia" => nvidia::fetch().map(drop),
         "demo" => demo(),
         "image" => image::build(),
-        "bench" => bench::run(),
+        "bench" => bench::run(std::env::args().nth(2).as_deref()),
         _ => {
             println!("{HELP}");
             return if task.is_empty() || task == "help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
@@ -51,10 +56,12 @@ pub fn run(command: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{command:?} failed: {status}")) }
 }
 
-/// `cargo xtask test`: the static binary, then all tests (unit and PID-1) against it. cargo
+/// `cargo xtask test`: NVIDIA's userspace for the GPU tests, the static binary, then all tests
+/// (unit and PID-1) against it. cargo
 /// prints one "test result" line per test binary, the last of them usually a doc-test run with
 /// nothing in it; the sum over all of them closes the output, so the total is what is read last.
 fn test() -> Result<(), String> {
+    nvidia::fetch()?;
     let binary = static_build::build()?;
     image::build()?;
     let mut child = Command::new(env!("CARGO"))

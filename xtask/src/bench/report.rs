@@ -317,7 +317,7 @@ pub fn secs(duration: Duration) -> f64 {
     duration.as_secs_f64()
 }
 
-fn micros(duration: Duration) -> String {
+pub fn micros(duration: Duration) -> String {
     format!("{:.0} µs", secs(duration) * 1e6)
 }
 
@@ -330,7 +330,7 @@ fn read(path: &str) -> Result<String, String> {
 }
 
 /// Trimmed stdout of a command that must succeed.
-fn stdout_of(program: &str, args: &[&str]) -> Result<String, String> {
+pub fn stdout_of(program: &str, args: &[&str]) -> Result<String, String> {
     let output =
         Command::new(program).args(args).output().map_err(|e| format!("cannot run {program}: {e}"))?;
     if !output.status.success() {
