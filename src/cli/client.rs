@@ -143,7 +143,8 @@ pub fn table(report: &StatusReport) -> String {
         push_row(row);
     }
     let platform = report.platform.as_ref().map_or("-".to_string(), ToString::to_string);
-    let gpu = report.gpu.as_ref().map_or("-".to_string(), ToString::to_string);
+    // The gpu node's verdict in words; its whole report is in `status --json`.
+    let gpu = report.gpu.as_ref().and_then(|gpu| gpu["message"].as_str()).unwrap_or("-");
     out.push_str(&format!("platform: {platform}\ngpu: {gpu}\n"));
     out
 }

@@ -7,6 +7,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::Node;
 use crate::control::socket::{FOLLOW_BUFFER, log_line};
+use crate::config::builtins;
 use crate::control::{Answer, HealthReport, LogLine, NodeReport, Response, StatusReport};
 use crate::graph::{NodeState, NodeStatus};
 use crate::logs::Batch;
@@ -14,6 +15,7 @@ use crate::runtime::Platform;
 
 /// The status contract's report.
 pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platform>) -> StatusReport {
+    let gpu = statuses.iter().any(|s| s.name == builtins::GPU).then(|| report(builtins::GPU_REPORT)).flatten();
     let nodes = statuses
         .into_iter()
         .map(|status| NodeReport {
@@ -27,7 +29,13 @@ pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platfor
             reason: status.reason,
         })
         .collect();
-    StatusReport { nodes, platform: platform.cloned(), gpu: None }
+    StatusReport { nodes, platform: platform.cloned(), gpu }
+}
+
+/// A built-in node's report file (written by the node, a child), as JSON; `None` before it
+/// wrote one, or when it cannot be read: status then shows nothing rather than fail.
+fn report(file: &str) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(file).ok()?).ok()
 }
 
 /// Ready when every node is ready, has completed successfully, or is disabled; otherwise one
