@@ -6,6 +6,7 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
 
 use super::Node;
+use crate::config::builtins::{TAILSCALE, TAILSCALE_REPORT};
 use crate::control::socket::{FOLLOW_BUFFER, log_line};
 use crate::control::{Answer, HealthReport, LogLine, NodeReport, Response, StatusReport};
 use crate::graph::{NodeState, NodeStatus};
@@ -13,7 +14,7 @@ use crate::logs::Batch;
 
 /// The status contract's report.
 pub fn status(statuses: Vec<NodeStatus>, now: Instant) -> StatusReport {
-    let nodes = statuses
+    let nodes: Vec<NodeReport> = statuses
         .into_iter()
         .map(|status| NodeReport {
             uptime_seconds: status.since.map(|since| now.saturating_duration_since(since).as_secs_f64()),
@@ -26,7 +27,14 @@ pub fn status(statuses: Vec<NodeStatus>, now: Instant) -> StatusReport {
             reason: status.reason,
         })
         .collect();
-    StatusReport { nodes, platform: None, gpu: None }
+    let tailscale = nodes.iter().any(|node| node.name == TAILSCALE).then(tailscale_report).flatten();
+    StatusReport { nodes, platform: None, gpu: None, tailscale }
+}
+
+/// What the `tailscale` node last wrote about its backend; nothing while it has not.
+fn tailscale_report() -> Option<serde_json::Value> {
+    let text = std::fs::read(TAILSCALE_REPORT).ok()?;
+    serde_json::from_slice(&text).ok()
 }
 
 /// Ready when every node is ready, has completed successfully, or is disabled; otherwise one
