@@ -9,6 +9,7 @@ use std::process::exit;
 
 use nix2gpu_init::accounts::AccountFiles;
 use nix2gpu_init::cli::{self, Command, client};
+use nix2gpu_init::config::builtins::Builtin;
 use nix2gpu_init::config::{self, Config, Plan};
 use nix2gpu_init::control::{ControlHandle, http, socket};
 use nix2gpu_init::gpu::probe as gpu_probe;
@@ -17,7 +18,7 @@ use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
 use nix2gpu_init::runtime::{self, Platform};
 use nix2gpu_init::supervisor::{self, nodes};
-use nix2gpu_init::{boot, exit_code};
+use nix2gpu_init::{access, boot, exit_code};
 use tracing::{error, info, warn};
 
 fn main() {
@@ -46,10 +47,13 @@ fn main() {
         Command::Health => client::health(),
         Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
         Command::Control(request) => client::control(request),
-        Command::Builtin(node) => {
-            eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", node.name());
-            exit_code::INTERNAL
-        }
+        Command::Builtin(node) => match node {
+            Builtin::Tailscale(settings) => access::tailscale::run(settings),
+            other => {
+                eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", other.name());
+                exit_code::INTERNAL
+            }
+        },
         Command::Detect { json } => detect(json),
         Command::GpuProbe(options) => gpu_probe::command(&options),
         Command::GpuProbeChild { library } => gpu_probe::child(&library),

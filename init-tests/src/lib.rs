@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub mod recorded;
+
 /// The default bound for any wait in a test.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -276,6 +278,13 @@ impl Init {
                 })
             })
             .unwrap_or_else(|| panic!("no child of the init is pid {pid} in its namespace"))
+    }
+
+    /// The host pids of every process in the init's PID namespace, the init included.
+    pub fn namespace_pids(&self) -> Vec<i32> {
+        let namespace = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+        let ours = namespace(self.host_pid()).expect("the init is alive");
+        processes().keys().copied().filter(|pid| namespace(*pid).as_ref() == Some(&ours)).collect()
     }
 
     /// The control socket's path.

@@ -121,7 +121,7 @@ fn finish(result: Result<(), String>, code: i32) -> i32 {
     }
 }
 
-/// The status as a table a person reads at a glance, then the platform and GPU lines.
+/// The status as a table a person reads at a glance, then the platform, GPU and tailscale lines.
 pub fn table(report: &StatusReport) -> String {
     let header = ["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "READY", "LAST EXIT", "REASON"];
     let rows: Vec<[String; 8]> = report.nodes.iter().map(row).collect();
@@ -146,7 +146,24 @@ pub fn table(report: &StatusReport) -> String {
     // The gpu node's verdict in words; its whole report is in `status --json`.
     let gpu = report.gpu.as_ref().and_then(|gpu| gpu["message"].as_str()).unwrap_or("-");
     out.push_str(&format!("platform: {platform}\ngpu: {gpu}\n"));
+    if let Some(tailscale) = &report.tailscale {
+        out.push_str(&format!("tailscale: {}\n", tailscale_line(tailscale)));
+    }
     out
+}
+
+/// The `tailscale` node's report in one line: `Running, tailnet example.com, 100.64.0.7`.
+fn tailscale_line(report: &serde_json::Value) -> String {
+    let text = |key: &str| report[key].as_str().map(str::to_string);
+    let ips: Vec<&str> =
+        report["ips"].as_array().into_iter().flatten().filter_map(|ip| ip.as_str()).collect();
+    let parts = [
+        text("backend_state"),
+        text("tailnet").map(|name| format!("tailnet {name}")),
+        (!ips.is_empty()).then(|| ips.join(" ")),
+        text("error").map(|error| format!("error: {error}")),
+    ];
+    parts.into_iter().flatten().collect::<Vec<_>>().join(", ")
 }
 
 fn row(node: &NodeReport) -> [String; 8] {
@@ -205,6 +222,9 @@ mod tests {
             ],
             platform: None,
             gpu: None,
+            tailscale: Some(serde_json::json!({
+                "backend_state": "Running", "tailnet": "example.com", "ips": ["100.64.0.7", "fd7a::7"]
+            })),
         };
         let text = table(&report);
         let lines: Vec<&str> = text.lines().collect();
@@ -212,6 +232,7 @@ mod tests {
         assert_eq!(lines[1], "db       ready      12   0         5m03s   yes    -");
         assert_eq!(lines[2], "migrate  completed  -    1         -       yes    0");
         assert_eq!(lines[3], "platform: -");
+        assert_eq!(lines[5], "tailscale: Running, tailnet example.com, 100.64.0.7 fd7a::7");
     }
 
     #[test]

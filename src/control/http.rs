@@ -253,6 +253,7 @@ mod tests {
             ],
             platform: None,
             gpu: Some(serde_json::json!({"devices": 0})),
+            tailscale: None,
         }
     }
 

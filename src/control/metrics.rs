@@ -116,6 +116,7 @@ pub(crate) mod tests {
             ],
             platform: None,
             gpu: None,
+            tailscale: None,
         };
         let expected = "\
 # HELP nix2gpu_node_up 1 while a process of the node runs, else 0.
@@ -144,13 +145,18 @@ nix2gpu_node_state{node=\"migrate\",state=\"completed\"} 1
 
     #[test]
     fn label_values_are_escaped() {
-        let report = StatusReport { nodes: vec![node("a\"b\\c", "running")], platform: None, gpu: None };
+        let report = StatusReport {
+            nodes: vec![node("a\"b\\c", "running")],
+            platform: None,
+            gpu: None,
+            tailscale: None,
+        };
         assert!(render(&report).contains(r#"nix2gpu_node_up{node="a\"b\\c"} 0"#));
     }
 
     #[test]
     fn no_nodes_still_render() {
-        let text = render(&StatusReport { nodes: Vec::new(), platform: None, gpu: None });
+        let text = render(&StatusReport { nodes: Vec::new(), platform: None, gpu: None, tailscale: None });
         assert!(text.starts_with("# HELP nix2gpu_node_up ") && text.ends_with("# EOF\n"), "{text}");
     }
 }

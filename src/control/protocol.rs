@@ -58,7 +58,8 @@ pub enum Response {
     },
 }
 
-/// The status contract (DESIGN.md "Status and health"): `nodes`, `platform`, `gpu`.
+/// The status contract (DESIGN.md "Status and health"): `nodes`, `platform`, `gpu`, and
+/// `tailscale` when that node runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub nodes: Vec<NodeReport>,
@@ -66,6 +67,9 @@ pub struct StatusReport {
     pub platform: Option<Platform>,
     /// The GPU report (GPU bring-up work); `null` until it exists.
     pub gpu: Option<serde_json::Value>,
+    /// The `tailscale` node's report (backend state, tailnet, IPs), once it wrote one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tailscale: Option<serde_json::Value>,
 }
 
 /// One node in the status report. Never carries a secret (no environment, no command line).

@@ -6,8 +6,8 @@ use std::time::Instant;
 use tokio::sync::{broadcast, mpsc};
 
 use super::Node;
-use crate::control::socket::{FOLLOW_BUFFER, log_line};
 use crate::config::builtins;
+use crate::control::socket::{FOLLOW_BUFFER, log_line};
 use crate::control::{Answer, HealthReport, LogLine, NodeReport, Response, StatusReport};
 use crate::graph::{NodeState, NodeStatus};
 use crate::logs::Batch;
@@ -15,7 +15,9 @@ use crate::runtime::Platform;
 
 /// The status contract's report.
 pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platform>) -> StatusReport {
-    let gpu = statuses.iter().any(|s| s.name == builtins::GPU).then(|| report(builtins::GPU_REPORT)).flatten();
+    let has = |name: &str| statuses.iter().any(|s| s.name == name);
+    let gpu = has(builtins::GPU).then(|| report(builtins::GPU_REPORT)).flatten();
+    let tailscale = has(builtins::TAILSCALE).then(|| report(builtins::TAILSCALE_REPORT)).flatten();
     let nodes = statuses
         .into_iter()
         .map(|status| NodeReport {
@@ -29,7 +31,7 @@ pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platfor
             reason: status.reason,
         })
         .collect();
-    StatusReport { nodes, platform: platform.cloned(), gpu }
+    StatusReport { nodes, platform: platform.cloned(), gpu, tailscale }
 }
 
 /// A built-in node's report file (written by the node, a child), as JSON; `None` before it
