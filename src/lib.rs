@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) is a thin shell over these modules; they live in a library so that
 //! the integration tests, benchmarks and fuzz targets can reach the same code.
 
+pub mod access;
 pub mod accounts;
 pub mod boot;
 pub mod cli;

@@ -7,8 +7,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::exit;
 
+use nix2gpu_init::access;
 use nix2gpu_init::accounts::AccountFiles;
 use nix2gpu_init::cli::{self, Command, client};
+use nix2gpu_init::config::builtins::Builtin;
 use nix2gpu_init::config::{self, Config, Plan};
 use nix2gpu_init::control::{ControlHandle, http, socket};
 use nix2gpu_init::graph::Graph;
@@ -44,10 +46,13 @@ fn main() {
         Command::Health => client::health(),
         Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
         Command::Control(request) => client::control(request),
-        Command::Builtin(node) => {
-            eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", node.name());
-            exit_code::INTERNAL
-        }
+        Command::Builtin(node) => match node {
+            Builtin::Sshd(settings) => access::sshd::run(settings),
+            other => {
+                eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", other.name());
+                exit_code::INTERNAL
+            }
+        },
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
