@@ -49,6 +49,7 @@ fn main() {
         Command::Control(request) => client::control(request),
         Command::Builtin(node) => match node {
             Builtin::Tailscale(settings) => access::tailscale::run(settings),
+            Builtin::Sshd(settings) => access::sshd::run(settings),
             other => {
                 eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", other.name());
                 exit_code::INTERNAL

@@ -43,8 +43,12 @@ pub struct Launch {
     env: Vec<(String, String)>,
     as_plain_process: bool,
     socket: Option<String>,
-    /// Shell commands run inside the namespaces before the init starts.
+    /// Shell steps run inside the namespaces after the tmpfs over [`PRIVATE_DIRS`], before the
+    /// init starts: more private mounts, and files written into them.
     setup: Vec<String>,
+    /// Mount points made private so far: files may only be written under these.
+    private: Vec<PathBuf>,
+    network: bool,
 }
 
 /// A control socket path no other init of this test run uses.
@@ -87,6 +91,47 @@ impl Launch {
         self
     }
 
+    /// Covers `dir` (which must exist) with an empty tmpfs of the same mode, inside the init's
+    /// mount namespace: what the init writes there never reaches the machine.
+    pub fn private_dir(mut self, dir: &str) -> Self {
+        let mode = private_mode(dir);
+        self.setup.push(format!("mount -t tmpfs -o mode={mode:o} tmpfs {}", quote(dir)));
+        self.private.push(PathBuf::from(dir));
+        self
+    }
+
+    /// Covers `dir` with a tmpfs holding a copy of its contents: the init sees the machine's
+    /// files (e.g. /etc/passwd) and may replace them (rename over /etc/shadow), privately.
+    pub fn private_copy(mut self, dir: &str) -> Self {
+        let mode = private_mode(dir);
+        self.private.push(PathBuf::from(dir));
+        let (dir, stage) = (quote(dir), "/run/.private-copy");
+        self.setup.push(format!(
+            "mkdir {stage} && cp -a {dir}/. {stage} && mount -t tmpfs -o mode={mode:o} tmpfs {dir} && cp -a {stage}/. {dir} && rm -rf {stage}"
+        ));
+        self
+    }
+
+    /// Writes `contents` to `path` before the init starts; `path` must be inside a private
+    /// directory (one of [`PRIVATE_DIRS`], [`Launch::private_dir`], [`Launch::private_copy`]).
+    pub fn file(mut self, path: &str, contents: &str) -> Self {
+        let inside = PRIVATE_DIRS.iter().map(PathBuf::from).chain(self.private.iter().cloned());
+        assert!(
+            inside.into_iter().any(|dir| std::path::Path::new(path).starts_with(dir)),
+            "{path} is not in a private directory: writing it would change the machine"
+        );
+        self.setup.push(format!("printf %s {} > {}", quote(contents), quote(path)));
+        self
+    }
+
+    /// Runs the init in a network namespace of its own, with only the loopback interface (up):
+    /// its servers cannot clash with other tests' or the machine's. Reach them with
+    /// [`Init::connect`].
+    pub fn private_network(mut self) -> Self {
+        self.network = true;
+        self
+    }
+
     /// Where this init's control socket is: a fresh path in the host's temp dir (visible to the
     /// test, and never shared between two inits), unless [`Launch::socket`] chose one.
     pub fn socket_path(&mut self) -> String {
@@ -96,15 +141,23 @@ impl Launch {
     /// The command that starts it, with stdio left for the caller to set.
     pub fn command(&mut self) -> Command {
         let mut command = if self.as_plain_process {
+            assert!(self.setup.is_empty() && !self.network, "private mounts and networks need namespaces");
             Command::new(init_binary())
         } else {
-            let mut mounts: Vec<String> =
+            let mut steps: Vec<String> =
                 PRIVATE_DIRS.iter().map(|dir| format!("mount -t tmpfs tmpfs {dir}")).collect();
-            mounts.extend(self.setup.iter().cloned());
+            if self.network {
+                steps.push("ip link set lo up".into());
+            }
+            steps.extend(self.setup.iter().cloned());
             let mut command = Command::new("unshare");
+            command.args(["--pid", "--fork", "--mount-proc", "--kill-child"]);
+            if self.network {
+                command.arg("--net");
+            }
             command
-                .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
-                .arg(format!("{} && exec \"$@\"", mounts.join(" && ")))
+                .args(["sh", "-c"])
+                .arg(format!("{} && exec \"$@\"", steps.join(" && ")))
                 .arg("sh")
                 .arg(init_binary());
             command
@@ -128,6 +181,19 @@ impl Launch {
         let socket = self.socket_path();
         Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket }
     }
+}
+
+/// The mode of an existing directory, for the tmpfs that covers it.
+fn private_mode(dir: &str) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(dir).unwrap_or_else(|e| panic!("{dir} cannot be made private: {e}"));
+    assert!(meta.is_dir(), "{dir} is not a directory");
+    meta.permissions().mode() & 0o7777
+}
+
+/// `text` as one single-quoted shell word.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 /// The controlling side of the pseudo-terminal an init was started on.
@@ -285,6 +351,19 @@ impl Init {
         let namespace = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
         let ours = namespace(self.host_pid()).expect("the init is alive");
         processes().keys().copied().filter(|pid| namespace(*pid).as_ref() == Some(&ours)).collect()
+    }
+
+    /// Opens a TCP connection to `port` on 127.0.0.1 as the init sees it: inside its network
+    /// namespace when it has one ([`Launch::private_network`]). A thread of the test joins that
+    /// namespace only to create the socket; the connection stays usable from anywhere.
+    pub fn connect(&self, port: u16) -> std::io::Result<std::net::TcpStream> {
+        let namespace = fs::File::open(format!("/proc/{}/ns/net", self.host_pid()))?;
+        thread::spawn(move || {
+            nix::sched::setns(namespace, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            std::net::TcpStream::connect(("127.0.0.1", port))
+        })
+        .join()
+        .expect("the connecting thread does not panic")
     }
 
     /// The control socket's path.

@@ -2,7 +2,7 @@
 //! nvidia-smi, without a driver) and against fake libraries whose nvmlInit_v2 crashes or
 //! hangs; and the init as PID 1 outliving a probe that crashes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 

@@ -16,11 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::locate::KeyPath;
 use super::plan::{DEFAULT_STOP_SIGNAL, Service, check};
-use super::probe::{DEFAULT_TIMEOUT, ProbeCheck, ProbePlan};
 use super::provenance::Issue;
 use super::validate;
 use super::{Config, Enable, Port, RestartPolicy};
-use crate::graph::{NodeSpec, Thresholds};
+use crate::graph::NodeSpec;
 
 pub const GPU: &str = "gpu";
 pub const SSHD: &str = "sshd";
@@ -166,7 +165,8 @@ pub(super) struct Builtins {
 /// What the dependency checks need to know about an enabled built-in.
 pub(super) struct BuiltinTraits {
     pub name: &'static str,
-    pub has_readiness_probe: bool,
+    /// It becomes ready (by a probe or its ready line), so `process_healthy` can wait for it.
+    pub can_be_healthy: bool,
     pub has_ready_log_line: bool,
 }
 
@@ -210,8 +210,8 @@ impl Builtins {
             .iter()
             .map(|node| BuiltinTraits {
                 name: node.name(),
-                has_readiness_probe: matches!(node, Builtin::Sshd(_)),
-                has_ready_log_line: matches!(node, Builtin::Tailscale(_)),
+                can_be_healthy: matches!(node, Builtin::Sshd(_)),
+                has_ready_log_line: matches!(node, Builtin::Sshd(_) | Builtin::Tailscale(_)),
             })
             .collect()
     }
@@ -389,17 +389,22 @@ fn tailscale(config: &Config, auth_key: &Secret) -> Option<TailscaleNode> {
 }
 
 /// The service that runs `node`: restarted always unless it is the one-shot `gpu`; `sshd` is
-/// ready when its port accepts, `tailscale` when it prints [`TAILSCALE_READY_LINE`].
+/// ready when OpenSSH says it listens on its port (a TCP probe would make sshd log two lines
+/// per probe, forever), `tailscale` when it prints [`TAILSCALE_READY_LINE`].
 fn service(node: &Builtin, exe: &Path) -> Service {
     let name = node.name();
-    let (restart, readiness, ready_log_line) = match node {
-        Builtin::Gpu(gpu) if gpu.required => (RestartPolicy::ExitOnFailure, None, None),
-        Builtin::Gpu(_) => (RestartPolicy::No, None, None),
-        Builtin::Sshd(ssh) => (RestartPolicy::Always, Some(port_probe(ssh.port)), None),
+    let (restart, ready_log_line) = match node {
+        Builtin::Gpu(gpu) if gpu.required => (RestartPolicy::ExitOnFailure, None),
+        Builtin::Gpu(_) => (RestartPolicy::No, None),
+        Builtin::Sshd(ssh) => {
+            let line = regex_lite::Regex::new(&format!(r"^Server listening on .+ port {}\.$", ssh.port));
+            // Invariant: a fixed pattern around a number is a valid regex.
+            (RestartPolicy::Always, Some(line.expect("sshd's ready line is a valid regex")))
+        }
         Builtin::Tailscale(_) => {
             let line = regex_lite::Regex::new(&regex_lite::escape(TAILSCALE_READY_LINE));
             // Invariant: an escaped literal is always a valid pattern.
-            (RestartPolicy::Always, None, Some(line.expect("an escaped literal is a valid regex")))
+            (RestartPolicy::Always, Some(line.expect("an escaped literal is a valid regex")))
         }
     };
     let spec = NodeSpec {
@@ -410,7 +415,7 @@ fn service(node: &Builtin, exe: &Path) -> Service {
         max_restarts: None,
         exit_on_end: false,
         success_exit_codes: vec![0],
-        readiness: readiness.as_ref().map(|_| Thresholds { success: 1, failure: 3 }),
+        readiness: None,
         liveness: None,
         has_ready_log_line: ready_log_line.is_some(),
         shutdown_timeout: Duration::from_secs(10),
@@ -423,20 +428,10 @@ fn service(node: &Builtin, exe: &Path) -> Service {
         env: Vec::new(),
         working_dir: None,
         user: None,
-        readiness,
+        readiness: None,
         liveness: None,
         ready_log_line,
         shutdown_command: None,
         shutdown_signal: DEFAULT_STOP_SIGNAL,
-    }
-}
-
-/// A TCP probe of `port` on the loopback address, every second.
-fn port_probe(port: u16) -> ProbePlan {
-    ProbePlan {
-        check: ProbeCheck::Tcp { addr: (std::net::Ipv4Addr::LOCALHOST, port).into() },
-        initial_delay: Duration::ZERO,
-        period: Duration::from_secs(1),
-        timeout: DEFAULT_TIMEOUT,
     }
 }

@@ -354,24 +354,29 @@ pub struct GpuSettings {
 #[derive(Debug, Default, Clone, PartialEq, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct SshSettings {
-    /// `auto` (default): run sshd when authorized keys or a root password were given.
+    /// `auto` (default): run sshd when keys (in a variable, or `authorized_keys_file`), a root
+    /// password or `allow_empty_password` were given.
     pub enable: Option<Enable>,
     /// The port sshd listens on (default 22).
     pub port: Option<Port>,
     /// Environment variables holding public keys, one or more per line (default
     /// `SSH_PUBLIC_KEYS`, `PUBLIC_KEY` (RunPod), `SSH_PUBLIC_KEY` (vast.ai)).
     pub authorized_keys_env: Option<Vec<String>>,
-    /// A file of public keys (e.g. a mounted secret), merged with the variables' keys.
+    /// A file of public keys (e.g. a mounted secret), merged after the variables' keys. Root's
+    /// authorized_keys is rewritten from these sources at every start of sshd.
     pub authorized_keys_file: Option<String>,
     /// A file holding root's password (else `$ROOT_PASSWORD_FILE`, else `$ROOT_PASSWORD`).
     pub root_password_file: Option<String>,
-    /// Allow password logins (default: only when a root password was given).
+    /// Allow password logins (default: only when a root password was given). Root logs in with
+    /// a password only when one was given (or `allow_empty_password`).
     pub password_auth: Option<bool>,
     /// Let root log in with an empty password, as nix2gpu did; warned about at every boot.
     pub allow_empty_password: Option<bool>,
     /// Where host keys are kept (default `/etc/ssh`; put it on a volume to keep the identity).
+    /// Missing ones (ed25519, rsa) are generated with ssh-keygen.
     pub host_key_dir: Option<String>,
-    /// The sshd binary (default: `sshd` on PATH).
+    /// The sshd binary: a path, or a name looked up on PATH (default `sshd`). ssh-keygen is
+    /// looked for beside it first.
     pub sshd: Option<String>,
 }
 

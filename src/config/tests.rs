@@ -376,10 +376,12 @@ fn builtins_follow_what_the_container_was_given() {
         panic!("sshd's settings do not read back: {:?}", sshd.argv)
     };
     assert_eq!(settings.port, 2222);
-    assert_eq!(
-        sshd.readiness.as_ref().map(|r| &r.check),
-        Some(&ProbeCheck::Tcp { addr: ([127, 0, 0, 1], 2222).into() })
-    );
+    // Ready when OpenSSH says it listens on the port (sshd -e's own line), not by probing it.
+    let ready = sshd.ready_log_line.as_ref().expect("sshd has a ready line");
+    assert!(ready.is_match("Server listening on 0.0.0.0 port 2222."));
+    assert!(ready.is_match("Server listening on :: port 2222."));
+    assert!(!ready.is_match("Server listening on 0.0.0.0 port 22."));
+    assert!(sshd.readiness.is_none());
     // The driver's directories come first on every process's paths.
     assert_eq!(
         plan.base_env.set,
@@ -415,7 +417,7 @@ fn dependencies_on_builtins() {
     // Built-ins that do not run are nothing to wait for.
     let plan = plan_with_env(text, &[]);
     assert!(plan.services[0].spec.depends_on.is_empty());
-    // sshd has a readiness probe; a dependency on it gates the process.
+    // sshd becomes ready (by its ready line); a dependency on it gates the process.
     let plan = plan_with_env(text, &[("PUBLIC_KEY", "ssh-ed25519 AAAA x")]);
     assert_eq!(plan.services[0].spec.depends_on, [(1, Condition::ProcessHealthy)]);
     // tailscale is ready by its log line, so it has no readiness probe to be healthy by.

@@ -71,7 +71,7 @@ fn dependencies(
         }
         let (has_readiness_probe, has_ready_log_line) = if builtins::is_builtin(dependency) {
             match builtins.iter().find(|b| b.name == dependency) {
-                Some(builtin) => (builtin.has_readiness_probe, builtin.has_ready_log_line),
+                Some(builtin) => (builtin.can_be_healthy, builtin.has_ready_log_line),
                 None => continue,
             }
         } else {
