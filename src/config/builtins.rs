@@ -210,7 +210,7 @@ impl Builtins {
             .iter()
             .map(|node| BuiltinTraits {
                 name: node.name(),
-                can_be_healthy: matches!(node, Builtin::Sshd(_)),
+                can_be_healthy: matches!(node, Builtin::Sshd(_) | Builtin::Tailscale(_)),
                 has_ready_log_line: matches!(node, Builtin::Sshd(_) | Builtin::Tailscale(_)),
             })
             .collect()

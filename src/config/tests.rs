@@ -420,13 +420,11 @@ fn dependencies_on_builtins() {
     // sshd becomes ready (by its ready line); a dependency on it gates the process.
     let plan = plan_with_env(text, &[("PUBLIC_KEY", "ssh-ed25519 AAAA x")]);
     assert_eq!(plan.services[0].spec.depends_on, [(1, Condition::ProcessHealthy)]);
-    // tailscale is ready by its log line, so it has no readiness probe to be healthy by.
-    let text = "processes:\n  web:\n    command: x\n    depends_on:\n      tailscale: {condition: process_healthy}\n";
+    // The one-shot gpu node is never healthy: it completes.
+    let text = "nix2gpu: {gpu: {enable: true}}\nprocesses:\n  web:\n    command: x\n    depends_on:\n      gpu: {condition: process_healthy}\n";
     let config = parse(Path::new("c.yaml"), text).unwrap();
-    let mut env = init_env();
-    env.insert("TAILSCALE_AUTHKEY".into(), "k".into());
-    let errors = super::plan(&config, &env, &fixture_accounts().1).unwrap_err();
-    assert!(errors[0].message.contains("`tailscale` has no readiness_probe"), "{errors:?}");
+    let errors = super::plan(&config, &init_env(), &fixture_accounts().1).unwrap_err();
+    assert!(errors[0].message.contains("`gpu` has no readiness_probe"), "{errors:?}");
 }
 
 #[test]
