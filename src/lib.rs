@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod exit_code;
+pub mod gpu;
 pub mod graph;
 pub mod logs;
 pub mod pid1;

@@ -44,6 +44,7 @@ fn main() {
         Command::Health => client::health(),
         Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
         Command::Control(request) => client::control(request),
+        Command::Ldcache { output, dirs } => ldcache(&output, &dirs),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
@@ -71,6 +72,20 @@ fn check(configs: &[PathBuf]) -> i32 {
             }
             eprintln!("{} error(s)", errors.len());
             exit_code::CONFIG
+        }
+    }
+}
+
+/// `nix2gpu-init ldcache`: 0 with a summary, or 1 with the reason.
+fn ldcache(output: &Path, dirs: &[PathBuf]) -> i32 {
+    match nix2gpu_init::gpu::ldcache::update(output, dirs) {
+        Ok(count) => {
+            println!("{}: {count} libraries", output.display());
+            0
+        }
+        Err(message) => {
+            eprintln!("nix2gpu-init ldcache: {message}");
+            1
         }
     }
 }
