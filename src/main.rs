@@ -18,7 +18,7 @@ use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
 use nix2gpu_init::runtime::{self, Platform};
 use nix2gpu_init::supervisor::{self, nodes};
-use nix2gpu_init::{access, boot, exit_code};
+use nix2gpu_init::{access, boot, exit_code, gpu};
 use tracing::{error, info, warn};
 
 fn main() {
@@ -50,10 +50,7 @@ fn main() {
         Command::Builtin(node) => match node {
             Builtin::Tailscale(settings) => access::tailscale::run(settings),
             Builtin::Sshd(settings) => access::sshd::run(settings),
-            other => {
-                eprintln!("nix2gpu-init: the built-in `{}` node is not in this build yet", other.name());
-                exit_code::INTERNAL
-            }
+            Builtin::Gpu(settings) => gpu::node::run(settings),
         },
         Command::Detect { json } => detect(json),
         Command::GpuProbe(options) => gpu_probe::command(&options),
@@ -62,6 +59,7 @@ fn main() {
             cli::elf::set_interpreter(&file, &interpreter, runpath.as_deref(), output.as_deref())
         }
         Command::PrintInterpreter { file } => cli::elf::print_interpreter(&file),
+        Command::Ldcache { output, dirs } => ldcache(&output, &dirs),
         Command::Run { configs, main } => {
             // A panic must not take PID 1 down with an unwinding message and code 101: report
             // it as the documented internal error instead.
@@ -89,6 +87,20 @@ fn check(configs: &[PathBuf]) -> i32 {
             }
             eprintln!("{} error(s)", errors.len());
             exit_code::CONFIG
+        }
+    }
+}
+
+/// `nix2gpu-init ldcache`: 0 with a summary, or 1 with the reason.
+fn ldcache(output: &Path, dirs: &[PathBuf]) -> i32 {
+    match nix2gpu_init::gpu::ldcache::update(output, dirs) {
+        Ok(count) => {
+            println!("{}: {count} libraries", output.display());
+            0
+        }
+        Err(message) => {
+            eprintln!("nix2gpu-init ldcache: {message}");
+            1
         }
     }
 }

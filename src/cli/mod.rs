@@ -45,6 +45,8 @@ pub enum Command {
     SetInterpreter { file: PathBuf, interpreter: String, runpath: Option<String>, output: Option<PathBuf> },
     /// Print the ELF interpreter of a binary.
     PrintInterpreter { file: PathBuf },
+    /// Write an ld.so.cache for these library directories.
+    Ldcache { output: PathBuf, dirs: Vec<PathBuf> },
     /// Print the usage text.
     Help,
     /// Print the version.
@@ -66,6 +68,7 @@ usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (t
        nix2gpu-init set-interpreter --interpreter PATH [--runpath DIRS] FILE [--output OUT]
                                                            set an ELF file's interpreter (and runpath)
        nix2gpu-init print-interpreter FILE                 print an ELF file's interpreter
+       nix2gpu-init ldcache [--output FILE] DIR...         write an ld.so.cache for these dirs
        nix2gpu-init --help | --version
 
 Config files: every --config in order, else $NIX2GPU_CONFIG, else /etc/nix2gpu/config.yaml
@@ -81,6 +84,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     {
         let (name, settings) = (name.to_string_lossy(), settings.to_string_lossy());
         return Builtin::from_args(&name, &settings).map(Command::Builtin);
+    }
+    if args.first().is_some_and(|first| first == "ldcache") {
+        return parse_ldcache(&args[1..]);
     }
     if let Some(first) = args.first().and_then(|a| a.to_str())
         && let Some(parsed) = parse_client(first, &args[1..])?.or(parse_elf(first, &args[1..])?)
@@ -245,6 +251,26 @@ fn parse_elf(name: &str, rest: &[OsString]) -> Result<Option<Command>, String> {
     Ok(Some(Command::SetInterpreter { file, interpreter, runpath, output }))
 }
 
+/// `ldcache [--output FILE] DIR...`; the output defaults to /etc/ld.so.cache.
+fn parse_ldcache(rest: &[OsString]) -> Result<Command, String> {
+    let mut parser = Parser::from_args(rest.iter().cloned());
+    let mut output = PathBuf::from(crate::gpu::ldcache::DEFAULT_OUTPUT);
+    let mut dirs = Vec::new();
+    while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
+        match arg {
+            Arg::Long("output") | Arg::Short('o') => {
+                output = parser.value().map_err(|e| e.to_string())?.into()
+            }
+            Arg::Value(dir) => dirs.push(PathBuf::from(dir)),
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    if dirs.is_empty() {
+        return Err("`ldcache` needs at least one library directory".into());
+    }
+    Ok(Command::Ldcache { output, dirs })
+}
+
 fn next_is_double_dash(parser: &mut Parser) -> bool {
     parser.try_raw_args().is_some_and(|raw| raw.peek() == Some("--".as_ref()))
 }
@@ -396,6 +422,24 @@ mod tests {
         assert!(parse_str(&["set-interpreter", "--interpreter", "/ld.so"]).is_err());
         assert!(parse_str(&["print-interpreter", "a", "b"]).is_err());
         assert!(parse_str(&["print-interpreter", "--output", "x", "a"]).is_err());
+    }
+
+    #[test]
+    fn ldcache_takes_directories_and_an_output() {
+        assert_eq!(
+            parse_str(&["ldcache", "/usr/lib64", "-o", "/tmp/c", "/usr/local/nvidia/lib64"]).unwrap(),
+            Command::Ldcache {
+                output: "/tmp/c".into(),
+                dirs: vec!["/usr/lib64".into(), "/usr/local/nvidia/lib64".into()],
+            }
+        );
+        assert_eq!(
+            parse_str(&["ldcache", "/usr/lib64"]).unwrap(),
+            Command::Ldcache { output: "/etc/ld.so.cache".into(), dirs: vec!["/usr/lib64".into()] }
+        );
+        assert!(parse_str(&["ldcache"]).is_err());
+        assert!(parse_str(&["ldcache", "--output"]).is_err());
+        assert!(parse_str(&["ldcache", "--json", "/x"]).is_err());
     }
 
     #[test]

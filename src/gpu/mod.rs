@@ -4,7 +4,11 @@
 //! driver library never takes the init down.
 
 mod bounded;
+pub mod driver;
 pub mod elf;
+pub mod ldcache;
+pub mod node;
 pub mod nvml;
 pub mod probe;
 mod smi;
+pub mod wait;

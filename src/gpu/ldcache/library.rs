@@ -1,0 +1,189 @@
+//! What ldconfig reads from a shared library: whether it qualifies, its cache flags, and its
+//! DT_SONAME. The file is read with a few positioned reads (header and program headers, the
+//! dynamic segment, the name) instead of whole: NVIDIA's libcuda alone is 30 MB, and a mapping
+//! would turn a file truncated underneath us into a SIGBUS in PID 1.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use goblin::container::{Container, Ctx, Endian};
+use goblin::elf::dynamic::{DT_NEEDED, DT_NULL, DT_SONAME, DT_STRTAB, Dyn};
+use goblin::elf::header::{
+    EI_CLASS, EI_DATA, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_386, EM_X86_64, ET_DYN,
+};
+use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, PT_LOAD, ProgramHeader};
+use goblin::elf::{Elf, Header};
+use scroll::Pread;
+
+/// Flags of an x86-64 library (`FLAG_X8664_LIB64 | FLAG_ELF_LIBC6`): the only value the
+/// x86-64 loader accepts.
+pub const FLAGS_X86_64: i32 = 0x0303;
+/// Flags of an x32 library (`FLAG_X8664_LIBX32 | FLAG_ELF_LIBC6`).
+const FLAGS_X32: i32 = 0x0803;
+/// An i386 library that does not say which libc it is for (`FLAG_ELF`).
+const FLAG_ELF: i32 = 0x0001;
+/// An i386 library for glibc (`FLAG_ELF_LIBC6`): it names a glibc interpreter or needs
+/// libc.so.6 or libm.so.6.
+const FLAG_ELF_LIBC6: i32 = 0x0003;
+/// The interpreters and libraries that mark a library as glibc's, as the x86-64 ldconfig knows
+/// them.
+const GLIBC_INTERPRETERS: [&[u8]; 4] = [
+    b"/lib/ld-linux-x86-64.so.2",
+    b"/lib/ld-linux.so.2",
+    b"/libx32/ld-linux-x32.so.2",
+    b"/lib64/ld-linux-x86-64.so.2",
+];
+const GLIBC_LIBRARIES: [&[u8]; 2] = [b"libc.so.6", b"libm.so.6"];
+
+/// glibc's ldconfig skips files smaller than an ELF64 header, even 32-bit ones.
+const MIN_FILE_LEN: usize = 64;
+/// The first read: the ELF header and, almost always, the program headers behind it.
+const HEAD_LEN: usize = 4096;
+/// Dynamic segments are a few hundred bytes; this bounds what a hostile file can make us read.
+const MAX_DYNAMIC_LEN: u64 = 1 << 20;
+/// Longest name read (a soname, a DT_NEEDED name or an interpreter path).
+const MAX_NAME_LEN: usize = 4096;
+/// Names are read in chunks of this size until their NUL.
+const NAME_CHUNK: usize = 256;
+
+/// A file ldconfig would put in the cache.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Library {
+    pub flags: i32,
+    /// DT_SONAME; None for a library without one (ldconfig then uses its file name).
+    pub soname: Option<Vec<u8>>,
+}
+
+/// Reads `file` as ldconfig does; None where ldconfig skips the file: not ELF (a linker script
+/// such as libc.so, say), not a shared object, not for x86-64, x32 or i386, no dynamic
+/// segment or string table, or offsets pointing outside the file.
+pub fn read(file: &File) -> Option<Library> {
+    let head = read_at_most(file, 0, HEAD_LEN)?;
+    if head.len() < MIN_FILE_LEN || !head.starts_with(b"\x7fELF") || head[EI_DATA] != ELFDATA2LSB {
+        return None;
+    }
+    let header = Elf::parse_header(&head).ok()?;
+    if header.e_type != ET_DYN {
+        return None;
+    }
+    let machine_flags = match (header.e_machine, head[EI_CLASS]) {
+        (EM_X86_64, ELFCLASS64) => Some(FLAGS_X86_64),
+        (EM_X86_64, ELFCLASS32) => Some(FLAGS_X32),
+        (EM_386, ELFCLASS32) => None,
+        _ => return None,
+    };
+    let ctx = Ctx::new(
+        if head[EI_CLASS] == ELFCLASS64 { Container::Big } else { Container::Little },
+        Endian::Little,
+    );
+    let segments = program_headers(file, &head, &header, ctx)?;
+    // Like ldconfig, the last PT_DYNAMIC counts, and an empty one means no dynamic section.
+    let dynamic = segments.iter().rfind(|s| s.p_type == PT_DYNAMIC).filter(|s| s.p_filesz > 0)?;
+    let entries = dynamic_entries(file, dynamic, ctx)?;
+    let strtab_address = entries.iter().find(|e| e.d_tag == DT_STRTAB)?.d_val;
+    let strtab = file_offset(&segments, strtab_address);
+    let soname = match entries.iter().find(|e| e.d_tag == DT_SONAME) {
+        Some(entry) => Some(read_name(file, strtab.wrapping_add(entry.d_val))?),
+        None => None,
+    };
+    let flags = match machine_flags {
+        Some(flags) => flags,
+        None => i386_flags(file, &segments, &entries, strtab)?,
+    };
+    Some(Library { flags, soname })
+}
+
+/// The flags of a name's entry when a second file of that name replaces the first in one
+/// directory: ldconfig keeps the first file's flags (and warns), except between plain ELF and
+/// glibc i386, where it takes the second file's.
+pub fn flags_after_replacing(kept: i32, found: i32) -> i32 {
+    match (kept, found) {
+        (FLAG_ELF, FLAG_ELF_LIBC6) | (FLAG_ELF_LIBC6, FLAG_ELF) => found,
+        _ => kept,
+    }
+}
+
+fn program_headers(file: &File, head: &[u8], header: &Header, ctx: Ctx) -> Option<Vec<ProgramHeader>> {
+    let count = usize::from(header.e_phnum);
+    let offset = usize::try_from(header.e_phoff).ok()?;
+    let len = count.checked_mul(ProgramHeader::size(ctx))?;
+    let end = offset.checked_add(len)?;
+    if end <= head.len() {
+        return ProgramHeader::parse(head, offset, count, ctx).ok();
+    }
+    let bytes = read_at_most(file, offset as u64, len)?;
+    ProgramHeader::parse(&bytes, 0, count, ctx).ok()
+}
+
+/// The dynamic entries up to DT_NULL (or the end of the segment).
+fn dynamic_entries(file: &File, dynamic: &ProgramHeader, ctx: Ctx) -> Option<Vec<Dyn>> {
+    let len = usize::try_from(dynamic.p_filesz.min(MAX_DYNAMIC_LEN)).ok()?;
+    let bytes = read_at_most(file, dynamic.p_offset, len)?;
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    while let Ok(entry) = bytes.gread_with::<Dyn>(&mut offset, ctx) {
+        if entry.d_tag == DT_NULL {
+            break;
+        }
+        entries.push(entry);
+    }
+    Some(entries)
+}
+
+/// The file offset of a virtual address, by the first PT_LOAD whose file contents hold it; an
+/// address no segment holds is taken as an offset, as ldconfig does.
+fn file_offset(segments: &[ProgramHeader], address: u64) -> u64 {
+    segments
+        .iter()
+        .find(|s| s.p_type == PT_LOAD && address >= s.p_vaddr && address - s.p_vaddr < s.p_filesz)
+        .map_or(address, |s| (address - s.p_vaddr).wrapping_add(s.p_offset))
+}
+
+/// An i386 library is glibc's if it names a glibc interpreter or needs libc or libm; otherwise
+/// it is plain ELF.
+fn i386_flags(file: &File, segments: &[ProgramHeader], entries: &[Dyn], strtab: u64) -> Option<i32> {
+    for segment in segments.iter().filter(|s| s.p_type == PT_INTERP) {
+        if GLIBC_INTERPRETERS.contains(&read_name(file, segment.p_offset)?.as_slice()) {
+            return Some(FLAG_ELF_LIBC6);
+        }
+    }
+    for entry in entries.iter().filter(|e| e.d_tag == DT_NEEDED) {
+        if GLIBC_LIBRARIES.contains(&read_name(file, strtab.wrapping_add(entry.d_val))?.as_slice()) {
+            return Some(FLAG_ELF_LIBC6);
+        }
+    }
+    Some(FLAG_ELF)
+}
+
+/// The NUL-terminated name at `offset`; None if the file ends first or it is too long.
+fn read_name(file: &File, offset: u64) -> Option<Vec<u8>> {
+    let mut name = Vec::new();
+    while name.len() < MAX_NAME_LEN {
+        let chunk = read_at_most(file, offset.checked_add(name.len() as u64)?, NAME_CHUNK)?;
+        if let Some(end) = memchr::memchr(0, &chunk) {
+            name.extend_from_slice(&chunk[..end]);
+            return Some(name);
+        }
+        if chunk.len() < NAME_CHUNK {
+            return None;
+        }
+        name.extend_from_slice(&chunk);
+    }
+    None
+}
+
+/// Up to `len` bytes at `offset`: fewer only at the end of the file. None on a read error.
+fn read_at_most(file: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
+    let mut bytes = vec![0; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut bytes[filled..], offset.checked_add(filled as u64)?) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    bytes.truncate(filled);
+    Some(bytes)
+}
