@@ -8,10 +8,14 @@
 //!
 //! Supervisor: time until 3, 100 and 1000 services run, memory with them running, context
 //! switches while idle, log throughput against `cat`, and SIGTERM to exit.
+//!
+//! ld.so.cache: `nix2gpu-init ldcache` against glibc's ldconfig on 1,000 libraries. It also runs
+//! alone (`cargo xtask bench ldcache`), replacing only its part of BENCHMARKS.md.
 
 mod census;
 mod contenders;
 mod isolated;
+mod ldcache;
 mod log_rate;
 mod measure;
 mod process;
@@ -31,13 +35,28 @@ const REPORT_FILE: &str = "BENCHMARKS.md";
 /// Where the supervisor runs keep their configurations, relative to the workspace root.
 const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 
-/// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md.
-/// In the copy of itself that the bench starts in a private mount namespace, measures startup
-/// only (see `isolated`).
-pub fn run() -> Result<(), String> {
+/// Heading of the ld.so.cache part of the report.
+const LDCACHE_HEADING: &str = "# ld.so.cache";
+
+/// `cargo xtask bench [ldcache]`: everything, or only the ld.so.cache comparison. In the copies
+/// of itself that the bench starts in private mount namespaces, measures only what that copy
+/// is for (see `isolated` and `ldcache`).
+pub fn run(only: Option<&str>) -> Result<(), String> {
     if let Some(ours) = isolated::helper_request() {
         return isolated::serve(ours);
     }
+    if let Some(ours) = ldcache::helper_request() {
+        return ldcache::serve(&ours);
+    }
+    match only {
+        None => run_all(),
+        Some("ldcache") => run_ldcache(),
+        Some(other) => Err(format!("unknown benchmark `{other}` (there is: ldcache)")),
+    }
+}
+
+/// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md.
+fn run_all() -> Result<(), String> {
     let facts = report::Machine::read()?;
     let ours = crate::static_build::build()?;
     let contenders = contenders::all(ours.clone())?;
@@ -46,11 +65,38 @@ pub fn run() -> Result<(), String> {
     let results = measure_all(&contenders, &ours, &storm)?;
     let text = report::render(&facts, &contenders, &results);
     let text = format!("{text}\n{}", measure_supervisors(&supervisors, &ours)?);
+    let text = format!("{text}\n{}", ldcache::render(&ldcache::measure(&ours)?));
     print!("{text}");
+    write_report(&text)
+}
+
+/// Measures the ld.so.cache comparison only and puts it in place of its part of the report.
+fn run_ldcache() -> Result<(), String> {
+    let ours = crate::static_build::build()?;
+    let section = ldcache::render(&ldcache::measure(&ours)?);
+    print!("{section}");
     let path = crate::root().join(REPORT_FILE);
-    fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let report = fs::read_to_string(&path).unwrap_or_default();
+    write_report(&replace_section(&report, LDCACHE_HEADING, &section))
+}
+
+fn write_report(text: &str) -> Result<(), String> {
+    let path = crate::root().join(REPORT_FILE);
+    fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
+}
+
+/// `report` with the part under `heading` (up to the next top-level heading) replaced by
+/// `section`, or with `section` appended if it has no such part.
+fn replace_section(report: &str, heading: &str, section: &str) -> String {
+    let Some(start) = report.find(&format!("\n{heading}\n")).map(|at| at + 1) else {
+        return if report.is_empty() { section.to_string() } else { format!("{report}\n{section}") };
+    };
+    let end = report[start + heading.len()..]
+        .find("\n# ")
+        .map_or(report.len(), |at| start + heading.len() + at + 1);
+    format!("{}{section}{}", &report[..start], &report[end..])
 }
 
 /// Runs the four measurements in turn, saying on stderr what it is doing (the slow parts take

@@ -13,7 +13,9 @@ cargo xtask <task>
   test           build-static, then every test of the workspace against that binary
   demo           run the init as PID 1 in fresh namespaces on a small demo
   bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
-                 supervisord, s6-svscan and a shell floor; writes BENCHMARKS.md";
+                 supervisord, s6-svscan and a shell floor; ldcache against ldconfig;
+                 writes BENCHMARKS.md
+  bench ldcache  only ldcache against ldconfig; replaces its part of BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
         "build-static" => static_build::build().map(|path| println!("{}", path.display())),
         "test" => test(),
         "demo" => demo(),
-        "bench" => bench::run(),
+        "bench" => bench::run(std::env::args().nth(2).as_deref()),
         _ => {
             println!("{HELP}");
             return if task.is_empty() || task == "help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
