@@ -14,7 +14,9 @@
 //! One deliberate difference: ldconfig stores `DIR/SONAME` and creates that symlink when it is
 //! missing (or, with `-X`, stores a path that does not exist). This module creates nothing, so
 //! where the directory has no file or link of that name it stores the library's own file
-//! instead, which the loader opens just the same.
+//! instead, which the loader opens just the same. And one omission: ldconfig also descends
+//! into hwcap subdirectories (`glibc-hwcaps/x86-64-v3`, legacy `tls`, `haswell`, ...); driver
+//! directories have none, so they are not scanned.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -31,7 +33,8 @@ use super::library::{self, Library};
 use super::{Entry, order};
 
 /// The entries for `dirs`, in cache order. A directory listed twice (by any path) counts once,
-/// at its first place, as with ldconfig.
+/// at its first place, as with ldconfig. Unlike ldconfig, which skips them silently, a
+/// directory that cannot be read is an error.
 pub fn scan(dirs: &[PathBuf]) -> Result<Vec<Entry>, String> {
     let mut seen = HashSet::new();
     let mut files = Files::default();
