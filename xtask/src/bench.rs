@@ -11,11 +11,14 @@
 //!
 //! ELF: `set-interpreter` against patchelf on nvidia-smi; `cargo xtask bench elf` measures only
 //! that and replaces its part of BENCHMARKS.md.
+//! ld.so.cache: `nix2gpu-init ldcache` against glibc's ldconfig on 1,000 libraries. It also runs
+//! alone (`cargo xtask bench ldcache`), replacing only its part of BENCHMARKS.md.
 
 mod census;
 mod contenders;
 mod elf;
 mod isolated;
+mod ldcache;
 mod log_rate;
 mod measure;
 mod process;
@@ -35,18 +38,29 @@ const REPORT_FILE: &str = "BENCHMARKS.md";
 /// Where the supervisor runs keep their configurations, relative to the workspace root.
 const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 
-/// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md;
-/// with `subset` "elf", only the ELF part. In the copy of itself that the bench starts in a
-/// private mount namespace, measures startup only (see `isolated`).
-pub fn run(subset: Option<&str>) -> Result<(), String> {
+/// Heading of the ld.so.cache part of the report.
+const LDCACHE_HEADING: &str = "# ld.so.cache";
+
+/// `cargo xtask bench [elf|ldcache]`: everything, or only one of the GPU tool comparisons. In
+/// the copies of itself that the bench starts in private mount namespaces, measures only what
+/// that copy is for (see `isolated` and `ldcache`).
+pub fn run(only: Option<&str>) -> Result<(), String> {
     if let Some(ours) = isolated::helper_request() {
         return isolated::serve(ours);
     }
-    match subset {
-        None => {}
-        Some("elf") => return elf_only(),
-        Some(other) => return Err(format!("unknown bench part `{other}` (there is: elf)")),
+    if let Some(ours) = ldcache::helper_request() {
+        return ldcache::serve(&ours);
     }
+    match only {
+        None => run_all(),
+        Some("elf") => run_part(elf::HEADING, |ours| Ok(elf::render(&elf::measure(ours)?))),
+        Some("ldcache") => run_part(LDCACHE_HEADING, |ours| Ok(ldcache::render(&ldcache::measure(ours)?))),
+        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache)")),
+    }
+}
+
+/// Builds our static binary, finds the peers, measures everything and writes BENCHMARKS.md.
+fn run_all() -> Result<(), String> {
     let facts = report::Machine::read()?;
     let ours = crate::static_build::build()?;
     let contenders = contenders::all(ours.clone())?;
@@ -54,25 +68,21 @@ pub fn run(subset: Option<&str>) -> Result<(), String> {
     let storm = measure::build_orphan_storm()?;
     let results = measure_all(&contenders, &ours, &storm)?;
     let text = report::render(&facts, &contenders, &results);
-    let supervisor_text = measure_supervisors(&supervisors, &ours)?;
-    let elf_text = elf::render(&elf::measure(&ours)?);
-    let text = format!("{text}\n{supervisor_text}\n{elf_text}");
+    let text = format!("{text}\n{}", measure_supervisors(&supervisors, &ours)?);
+    let text = format!("{text}\n{}", elf::render(&elf::measure(&ours)?));
+    let text = format!("{text}\n{}", ldcache::render(&ldcache::measure(&ours)?));
     print!("{text}");
     write_report(&text)
 }
 
-/// `bench elf`: the ELF part alone, replacing the one in BENCHMARKS.md (it is the last part)
-/// or added at its end.
-fn elf_only() -> Result<(), String> {
+/// Measures one part only and puts it in place of its section of the report.
+fn run_part(heading: &str, measure: impl Fn(&Path) -> Result<String, String>) -> Result<(), String> {
     let ours = crate::static_build::build()?;
-    let section = elf::render(&elf::measure(&ours)?);
+    let section = measure(&ours)?;
     print!("{section}");
-    let existing = fs::read_to_string(crate::root().join(REPORT_FILE)).unwrap_or_default();
-    let before = match existing.find(&format!("\n{}\n", elf::HEADING)) {
-        Some(start) => &existing[..start],
-        None => existing.trim_end(),
-    };
-    write_report(&format!("{before}\n\n{section}"))
+    let path = crate::root().join(REPORT_FILE);
+    let report = fs::read_to_string(&path).unwrap_or_default();
+    write_report(&replace_section(&report, heading, &section))
 }
 
 fn write_report(text: &str) -> Result<(), String> {
@@ -80,6 +90,18 @@ fn write_report(text: &str) -> Result<(), String> {
     fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("bench: wrote {}", path.display());
     Ok(())
+}
+
+/// `report` with the part under `heading` (up to the next top-level heading) replaced by
+/// `section`, or with `section` appended if it has no such part.
+fn replace_section(report: &str, heading: &str, section: &str) -> String {
+    let Some(start) = report.find(&format!("\n{heading}\n")).map(|at| at + 1) else {
+        return if report.is_empty() { section.to_string() } else { format!("{report}\n{section}") };
+    };
+    let end = report[start + heading.len()..]
+        .find("\n# ")
+        .map_or(report.len(), |at| start + heading.len() + at + 1);
+    format!("{}{section}{}", &report[..start], &report[end..])
 }
 
 /// Runs the four measurements in turn, saying on stderr what it is doing (the slow parts take

@@ -19,8 +19,9 @@ cargo xtask <task>
                  busybox, OpenSSH, a demo config) into the local Docker engine
   bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
                  supervisord, s6-svscan and a shell floor; set-interpreter against
-                 patchelf; writes BENCHMARKS.md
-  bench elf      only set-interpreter against patchelf: replaces that part of BENCHMARKS.md";
+                 patchelf; ldcache against ldconfig; writes BENCHMARKS.md
+  bench elf      only set-interpreter against patchelf: replaces its part of BENCHMARKS.md
+  bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();

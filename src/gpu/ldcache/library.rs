@@ -1,8 +1,9 @@
 //! What ldconfig reads from a shared library: whether it qualifies, its cache flags, and its
-//! DT_SONAME. The file is read with a few positioned reads (header and program headers, the
-//! dynamic segment, the name) instead of whole: NVIDIA's libcuda alone is 30 MB, and a mapping
-//! would turn a file truncated underneath us into a SIGBUS in PID 1.
+//! DT_SONAME. The file is read with positioned reads of what is needed, starting with its first
+//! page (the ELF and program headers, often the names too), not whole: NVIDIA's libcuda alone
+//! is 30 MB, and a mapping would turn a file truncated underneath us into a SIGBUS in PID 1.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -37,8 +38,8 @@ const GLIBC_LIBRARIES: [&[u8]; 2] = [b"libc.so.6", b"libm.so.6"];
 
 /// glibc's ldconfig skips files smaller than an ELF64 header, even 32-bit ones.
 const MIN_FILE_LEN: usize = 64;
-/// The first read: the ELF header and, almost always, the program headers behind it.
-const HEAD_LEN: usize = 4096;
+/// The first read: the ELF and program headers, and whatever else of the file fits.
+const HEAD_LEN: usize = 4 * 1024;
 /// Dynamic segments are a few hundred bytes; this bounds what a hostile file can make us read.
 const MAX_DYNAMIC_LEN: u64 = 1 << 20;
 /// Longest name read (a soname, a DT_NEEDED name or an interpreter path).
@@ -47,7 +48,7 @@ const MAX_NAME_LEN: usize = 4096;
 const NAME_CHUNK: usize = 256;
 
 /// A file ldconfig would put in the cache.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Library {
     pub flags: i32,
     /// DT_SONAME; None for a library without one (ldconfig then uses its file name).
@@ -58,11 +59,12 @@ pub struct Library {
 /// such as libc.so, say), not a shared object, not for x86-64, x32 or i386, no dynamic
 /// segment or string table, or offsets pointing outside the file.
 pub fn read(file: &File) -> Option<Library> {
-    let head = read_at_most(file, 0, HEAD_LEN)?;
+    let reader = Reader::new(file)?;
+    let head = reader.head.as_slice();
     if head.len() < MIN_FILE_LEN || !head.starts_with(b"\x7fELF") || head[EI_DATA] != ELFDATA2LSB {
         return None;
     }
-    let header = Elf::parse_header(&head).ok()?;
+    let header = Elf::parse_header(head).ok()?;
     if header.e_type != ET_DYN {
         return None;
     }
@@ -76,19 +78,19 @@ pub fn read(file: &File) -> Option<Library> {
         if head[EI_CLASS] == ELFCLASS64 { Container::Big } else { Container::Little },
         Endian::Little,
     );
-    let segments = program_headers(file, &head, &header, ctx)?;
+    let segments = program_headers(&reader, &header, ctx)?;
     // Like ldconfig, the last PT_DYNAMIC counts, and an empty one means no dynamic section.
     let dynamic = segments.iter().rfind(|s| s.p_type == PT_DYNAMIC).filter(|s| s.p_filesz > 0)?;
-    let entries = dynamic_entries(file, dynamic, ctx)?;
+    let entries = dynamic_entries(&reader, dynamic, ctx)?;
     let strtab_address = entries.iter().find(|e| e.d_tag == DT_STRTAB)?.d_val;
     let strtab = file_offset(&segments, strtab_address);
     let soname = match entries.iter().find(|e| e.d_tag == DT_SONAME) {
-        Some(entry) => Some(read_name(file, strtab.wrapping_add(entry.d_val))?),
+        Some(entry) => Some(read_name(&reader, strtab.wrapping_add(entry.d_val))?),
         None => None,
     };
     let flags = match machine_flags {
         Some(flags) => flags,
-        None => i386_flags(file, &segments, &entries, strtab)?,
+        None => i386_flags(&reader, &segments, &entries, strtab)?,
     };
     Some(Library { flags, soname })
 }
@@ -103,22 +105,16 @@ pub fn flags_after_replacing(kept: i32, found: i32) -> i32 {
     }
 }
 
-fn program_headers(file: &File, head: &[u8], header: &Header, ctx: Ctx) -> Option<Vec<ProgramHeader>> {
+fn program_headers(reader: &Reader, header: &Header, ctx: Ctx) -> Option<Vec<ProgramHeader>> {
     let count = usize::from(header.e_phnum);
-    let offset = usize::try_from(header.e_phoff).ok()?;
-    let len = count.checked_mul(ProgramHeader::size(ctx))?;
-    let end = offset.checked_add(len)?;
-    if end <= head.len() {
-        return ProgramHeader::parse(head, offset, count, ctx).ok();
-    }
-    let bytes = read_at_most(file, offset as u64, len)?;
+    let bytes = reader.bytes(header.e_phoff, count.checked_mul(ProgramHeader::size(ctx))?)?;
     ProgramHeader::parse(&bytes, 0, count, ctx).ok()
 }
 
 /// The dynamic entries up to DT_NULL (or the end of the segment).
-fn dynamic_entries(file: &File, dynamic: &ProgramHeader, ctx: Ctx) -> Option<Vec<Dyn>> {
+fn dynamic_entries(reader: &Reader, dynamic: &ProgramHeader, ctx: Ctx) -> Option<Vec<Dyn>> {
     let len = usize::try_from(dynamic.p_filesz.min(MAX_DYNAMIC_LEN)).ok()?;
-    let bytes = read_at_most(file, dynamic.p_offset, len)?;
+    let bytes = reader.bytes(dynamic.p_offset, len)?;
     let mut entries = Vec::new();
     let mut offset = 0;
     while let Ok(entry) = bytes.gread_with::<Dyn>(&mut offset, ctx) {
@@ -141,14 +137,14 @@ fn file_offset(segments: &[ProgramHeader], address: u64) -> u64 {
 
 /// An i386 library is glibc's if it names a glibc interpreter or needs libc or libm; otherwise
 /// it is plain ELF.
-fn i386_flags(file: &File, segments: &[ProgramHeader], entries: &[Dyn], strtab: u64) -> Option<i32> {
+fn i386_flags(reader: &Reader, segments: &[ProgramHeader], entries: &[Dyn], strtab: u64) -> Option<i32> {
     for segment in segments.iter().filter(|s| s.p_type == PT_INTERP) {
-        if GLIBC_INTERPRETERS.contains(&read_name(file, segment.p_offset)?.as_slice()) {
+        if GLIBC_INTERPRETERS.contains(&read_name(reader, segment.p_offset)?.as_slice()) {
             return Some(FLAG_ELF_LIBC6);
         }
     }
     for entry in entries.iter().filter(|e| e.d_tag == DT_NEEDED) {
-        if GLIBC_LIBRARIES.contains(&read_name(file, strtab.wrapping_add(entry.d_val))?.as_slice()) {
+        if GLIBC_LIBRARIES.contains(&read_name(reader, strtab.wrapping_add(entry.d_val))?.as_slice()) {
             return Some(FLAG_ELF_LIBC6);
         }
     }
@@ -156,10 +152,14 @@ fn i386_flags(file: &File, segments: &[ProgramHeader], entries: &[Dyn], strtab: 
 }
 
 /// The NUL-terminated name at `offset`; None if the file ends first or it is too long.
-fn read_name(file: &File, offset: u64) -> Option<Vec<u8>> {
+fn read_name(reader: &Reader, offset: u64) -> Option<Vec<u8>> {
+    let head = reader.head_from(offset);
+    if let Some(end) = memchr::memchr(0, head) {
+        return Some(head[..end].to_vec());
+    }
     let mut name = Vec::new();
     while name.len() < MAX_NAME_LEN {
-        let chunk = read_at_most(file, offset.checked_add(name.len() as u64)?, NAME_CHUNK)?;
+        let chunk = reader.bytes(offset.checked_add(name.len() as u64)?, NAME_CHUNK)?;
         if let Some(end) = memchr::memchr(0, &chunk) {
             name.extend_from_slice(&chunk[..end]);
             return Some(name);
@@ -170,6 +170,42 @@ fn read_name(file: &File, offset: u64) -> Option<Vec<u8>> {
         name.extend_from_slice(&chunk);
     }
     None
+}
+
+/// A file and the bytes of its first read, up to `HEAD_LEN`.
+struct Reader<'a> {
+    file: &'a File,
+    head: Vec<u8>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(file: &'a File) -> Option<Self> {
+        let mut head = vec![0; HEAD_LEN];
+        let len = loop {
+            match file.read_at(&mut head, 0) {
+                Ok(len) => break len,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        };
+        head.truncate(len);
+        Some(Reader { file, head })
+    }
+
+    /// Up to `len` bytes at `offset` (fewer only at the end of the file): from the first read
+    /// when it holds them, else read now. None on a read error.
+    fn bytes(&self, offset: u64, len: usize) -> Option<Cow<'_, [u8]>> {
+        let range = usize::try_from(offset).ok().and_then(|start| Some(start..start.checked_add(len)?));
+        match range.and_then(|range| self.head.get(range)) {
+            Some(bytes) => Some(Cow::Borrowed(bytes)),
+            None => read_at_most(self.file, offset, len).map(Cow::Owned),
+        }
+    }
+
+    /// What the first read holds from `offset` on.
+    fn head_from(&self, offset: u64) -> &[u8] {
+        usize::try_from(offset).ok().and_then(|start| self.head.get(start..)).unwrap_or_default()
+    }
 }
 
 /// Up to `len` bytes at `offset`: fewer only at the end of the file. None on a read error.

@@ -339,6 +339,8 @@ struct Object {
     soname: Option<&'static str>,
     needed: &'static [&'static str],
     interpreter: Option<&'static str>,
+    /// Zero bytes between the string table and the dynamic section.
+    gap: usize,
 }
 
 const X86_64_LIBRARY: Object = Object {
@@ -348,6 +350,7 @@ const X86_64_LIBRARY: Object = Object {
     soname: Some("libfoo.so.1"),
     needed: &[],
     interpreter: None,
+    gap: 0,
 };
 const LOAD_ADDRESS: u64 = 0x1000;
 
@@ -368,7 +371,7 @@ impl Object {
             dynamic.push((14, add(soname)));
         }
         let strtab_at = header_len + phnum * phdr_len;
-        let dynamic_at = (strtab_at + strtab.len()).next_multiple_of(8);
+        let dynamic_at = (strtab_at + strtab.len() + self.gap).next_multiple_of(8);
         dynamic.push((5, LOAD_ADDRESS + strtab_at as u64));
         dynamic.push((0, 0));
         let dynamic_len = dynamic.len() * 2 * word;
@@ -434,6 +437,10 @@ fn strtab_entry(bytes: &[u8]) -> usize {
 fn read_bytes(bytes: &[u8]) -> Option<Library> {
     let scratch = Scratch::new("read");
     let path = scratch.file("libx.so", bytes);
+    read_file(&path)
+}
+
+fn read_file(path: &Path) -> Option<Library> {
     library::read(&fs::File::open(path).unwrap())
 }
 
@@ -487,7 +494,7 @@ fn a_soname_outside_the_file_skips_it_and_no_truncation_panics() {
     let scratch = Scratch::new("truncated");
     for len in 0..bytes.len() {
         let path = scratch.file("libx.so", &bytes[..len]);
-        let _ = library::read(&fs::File::open(path).unwrap());
+        let _ = read_file(&path);
     }
 }
 

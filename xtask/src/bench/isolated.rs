@@ -61,7 +61,8 @@ pub fn startup(ours: &Path, contenders: &[Contender]) -> Result<(Timings, Vec<St
     Ok((timings, notes))
 }
 
-fn nanos(samples: &Samples) -> String {
+/// Timings as a line of nanoseconds, for a helper to print.
+pub fn nanos(samples: &Samples) -> String {
     let nanos: Vec<String> = samples.as_slice().iter().map(|d| d.as_nanos().to_string()).collect();
     nanos.join(" ")
 }
@@ -84,12 +85,13 @@ fn parse(stdout: &str) -> Result<(Timings, Vec<String>), String> {
     Ok((Timings { floor: Samples::new(floor), inits }, notes))
 }
 
-fn durations(text: &str) -> Result<Vec<Duration>, String> {
+/// Reads back a line `nanos` printed.
+pub fn durations(text: &str) -> Result<Vec<Duration>, String> {
     text.split_whitespace()
         .map(|n| {
             n.parse()
                 .map(Duration::from_nanos)
-                .map_err(|e| format!("bad timing {n:?} from the startup helper: {e}"))
+                .map_err(|e| format!("bad timing {n:?} from a bench helper: {e}"))
         })
         .collect()
 }
