@@ -19,7 +19,7 @@ use super::plan::{DEFAULT_STOP_SIGNAL, Service, check};
 use super::probe::{DEFAULT_TIMEOUT, ProbeCheck, ProbePlan};
 use super::provenance::Issue;
 use super::validate;
-use super::{Config, Enable, Port, RestartPolicy};
+use super::{Config, Enable, NotifyAccess, Port, RestartPolicy};
 use crate::graph::{NodeSpec, Thresholds};
 
 pub const GPU: &str = "gpu";
@@ -407,6 +407,8 @@ fn service(node: &Builtin, exe: &Path) -> Service {
         readiness: readiness.as_ref().map(|_| Thresholds { success: 1, failure: 3 }),
         liveness: None,
         has_ready_log_line: ready_log_line.is_some(),
+        notify: false,
+        watchdog: None,
         shutdown_timeout: Duration::from_secs(10),
         disabled: false,
         main: false,
@@ -422,6 +424,7 @@ fn service(node: &Builtin, exe: &Path) -> Service {
         ready_log_line,
         shutdown_command: None,
         shutdown_signal: DEFAULT_STOP_SIGNAL,
+        notify_access: NotifyAccess::Main,
     }
 }
 

@@ -19,10 +19,10 @@
 use std::time::Instant;
 
 use super::conditions::{self, Gate};
-use super::event::{Action, Event, NoteLevel, ProbeKind, TimerId};
-use super::notes::note;
+use super::event::{Action, Event, NoteLevel, Notice, ProbeKind, TimerId};
+use super::notes::{self, note};
 use super::spec::{NodeId, NodeSpec};
-use super::state::{Node, NodeState, NodeStatus};
+use super::state::{FailedCheck, Node, NodeState, NodeStatus};
 
 /// The dependency graph of services, as a state machine with no I/O.
 ///
@@ -143,8 +143,10 @@ impl Graph {
             }
             Event::Probe { node, kind: ProbeKind::Liveness, ok } => self.on_liveness(node, ok, &mut out),
             Event::LogReady { node } => self.on_log_ready(node, &mut out),
+            Event::Notify { node, notice } => self.on_notice(node, notice, now, &mut out),
             Event::Timer(TimerId::Restart(node)) => self.on_restart_timer(node, &mut out),
             Event::Timer(TimerId::Kill(node)) => self.on_kill_timer(node, &mut out),
+            Event::Timer(TimerId::Watchdog(node)) => self.on_watchdog_timer(node, now, &mut out),
             Event::Stop => self.on_stop(&mut out),
         }
         self.settle(&mut out);
@@ -267,7 +269,7 @@ impl Graph {
             node.state = NodeState::Starting;
             node.pid = None;
             node.spawned_at = None;
-            node.liveness_failed = false;
+            node.check_failed = None;
             node.killed = false;
             node.operator_stop = None;
             out.push(Action::Spawn { node: id });
@@ -288,6 +290,7 @@ impl Graph {
         node.readiness = Default::default();
         node.liveness = Default::default();
         node.reason = None;
+        node.status_text = None;
         note(out, id, NoteLevel::Info, format!("started (pid {pid})"));
         if node.state == NodeState::Stopping {
             out.push(if node.killed { Action::Kill { node: id } } else { Action::Stop { node: id } });
@@ -295,6 +298,10 @@ impl Graph {
         }
         if node.has_probes() {
             out.push(Action::StartProbes { node: id });
+        }
+        if let Some(period) = node.spec.watchdog {
+            node.watchdog_deadline = Some(now + period);
+            out.push(Action::ArmTimer { timer: TimerId::Watchdog(id), after: period });
         }
         if !node.has_readiness_criterion() {
             node.state = NodeState::Running;
@@ -341,12 +348,81 @@ impl Graph {
             return;
         }
         let message = format!("liveness probe failed {} times in a row; stopping it", node.liveness.fails);
+        self.stop_failed(id, FailedCheck::Liveness, &message, out);
+    }
+
+    /// A health check failed: the node is stopped, and its end will count as a failure for the
+    /// restart policy, whatever its code.
+    fn stop_failed(&mut self, id: NodeId, check: FailedCheck, message: &str, out: &mut Vec<Action>) {
+        let Some(node) = self.nodes.get_mut(id) else {
+            return;
+        };
         note(out, id, NoteLevel::Warn, message);
-        node.liveness_failed = true;
+        node.check_failed = Some(check);
+        if node.probes_running() {
+            out.push(Action::StopProbes { node: id });
+        }
+        if node.watchdog_deadline.take().is_some() {
+            out.push(Action::CancelTimer { timer: TimerId::Watchdog(id) });
+        }
         node.state = NodeState::Stopping;
-        out.push(Action::StopProbes { node: id });
         out.push(Action::Stop { node: id });
         out.push(Action::ArmTimer { timer: TimerId::Kill(id), after: node.spec.shutdown_timeout });
+    }
+
+    /// A notification from the node's process (the runtime checked the sender). `READY=1` makes
+    /// a starting (or no longer ready) node `ready`; `STATUS=` is kept for `status`;
+    /// `WATCHDOG=1` moves the watchdog's deadline; `STOPPING=1` makes a ready node not ready.
+    /// Only nodes with `notify` that run a process take notifications.
+    fn on_notice(&mut self, id: NodeId, notice: Notice, now: Instant, out: &mut Vec<Action>) {
+        let Some(node) = self
+            .nodes
+            .get_mut(id)
+            .filter(|node| node.spec.notify && node.pid.is_some() && node.state.is_live())
+        else {
+            return;
+        };
+        match notice {
+            Notice::Ready if node.state != NodeState::Ready => become_ready(id, node, out),
+            Notice::Ready => {}
+            Notice::Status(text) => node.status_text = Some(text),
+            Notice::Watchdog => {
+                if let Some(period) = node.spec.watchdog {
+                    node.watchdog_deadline = Some(now + period);
+                    out.push(Action::ArmTimer { timer: TimerId::Watchdog(id), after: period });
+                }
+            }
+            Notice::Stopping if node.state == NodeState::Ready => {
+                node.state = NodeState::Running;
+                let why = "the process said it is stopping (STOPPING=1)";
+                note(out, id, NoteLevel::Info, format!("not ready: {why}"));
+                node.reason = Some(why.to_string());
+            }
+            Notice::Stopping => {}
+        }
+    }
+
+    /// The watchdog ran out: no `WATCHDOG=1` within `watchdog` of the last one (or of the
+    /// start). A timer that fires before the deadline is stale (a ping re-armed it meanwhile);
+    /// during shutdown nothing is restarted, so the watchdog is ignored too.
+    fn on_watchdog_timer(&mut self, id: NodeId, now: Instant, out: &mut Vec<Action>) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let Some(node) = self.nodes.get(id).filter(|node| node.pid.is_some() && node.state.is_live()) else {
+            return;
+        };
+        let (Some(deadline), Some(period)) = (node.watchdog_deadline, node.spec.watchdog) else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.watchdog_deadline = None;
+        }
+        let message = format!("no WATCHDOG=1 within {}; stopping it", notes::secs(period));
+        self.stop_failed(id, FailedCheck::Watchdog, &message, out);
     }
 
     /// The node printed its ready line: it counts for `process_log_ready`, and makes the node
@@ -712,6 +788,141 @@ mod tests {
         assert_eq!(h.status(0).exit_code, Some(137));
     }
 
+    fn notify(node: NodeId, notice: Notice) -> Event {
+        Event::Notify { node, notice }
+    }
+
+    fn arm_watchdog(node: NodeId, after: std::time::Duration) -> Action {
+        Action::ArmTimer { timer: TimerId::Watchdog(node), after }
+    }
+
+    #[test]
+    fn ready_1_makes_a_notify_node_ready_and_starts_its_healthy_dependents_then() {
+        let db = spec_with("db", |s| s.notify = true);
+        let mut h = Harness::new(vec![db, after("app", &[(0, Healthy)]), after("web", &[(0, Started)])]);
+        assert_eq!(h.start(), vec![spawn(0)]);
+        assert_eq!(h.spawned(0, 10), vec![info(0, "started (pid 10)"), spawn(2)]);
+        assert_eq!((h.state(0), h.status(0).ready), (NodeState::Starting, false));
+        h.advance(secs(3));
+        assert_eq!(h.ev(notify(0, Notice::Status("loading".into()))), vec![]);
+        assert_eq!(h.status(0).status_text.as_deref(), Some("loading"));
+        assert_eq!(h.state(1), NodeState::Pending, "not ready yet");
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![info(0, "ready"), spawn(1)]);
+        assert_eq!((h.state(0), h.status(0).ready), (NodeState::Ready, true));
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![], "a second READY=1 changes nothing");
+    }
+
+    #[test]
+    fn stopping_1_takes_readiness_away_and_ready_1_gives_it_back() {
+        let mut h = Harness::started(vec![spec_with("db", |s| s.notify = true)]);
+        h.spawned(0, 10);
+        h.ev(notify(0, Notice::Ready));
+        assert_eq!(
+            h.ev(notify(0, Notice::Stopping)),
+            vec![info(0, "not ready: the process said it is stopping (STOPPING=1)")]
+        );
+        let status = h.status(0);
+        assert_eq!((status.state, status.ready), (NodeState::Running, false));
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![info(0, "ready")]);
+        assert_eq!(h.status(0).reason, None);
+    }
+
+    #[test]
+    fn notifications_count_only_for_notify_nodes_with_a_process() {
+        let mut h = Harness::started(vec![spec_with("db", |s| s.notify = true), spec("plain")]);
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![], "the spawn is not answered yet");
+        assert_eq!(h.state(0), NodeState::Starting);
+        h.spawned(1, 11);
+        assert_eq!(h.ev(notify(1, Notice::Status("hi".into()))), vec![]);
+        assert_eq!(h.status(1).status_text, None, "`plain` does not take notifications");
+        assert_eq!(h.ev(notify(9, Notice::Ready)), vec![]);
+    }
+
+    #[test]
+    fn the_status_text_belongs_to_the_current_process() {
+        let db = spec_with("db", |s| {
+            s.notify = true;
+            s.restart = RestartPolicy::Always;
+        });
+        let mut h = Harness::started(vec![db]);
+        h.spawned(0, 10);
+        h.ev(notify(0, Notice::Status("serving 3 clients".into())));
+        h.exit(0, 1);
+        assert_eq!(h.status(0).status_text.as_deref(), Some("serving 3 clients"), "kept after the end");
+        h.fire(TimerId::Restart(0));
+        h.spawned(0, 11);
+        assert_eq!(h.status(0).status_text, None);
+    }
+
+    #[test]
+    fn a_watchdog_without_pings_stops_the_node_and_its_end_counts_as_a_failure() {
+        let db = spec_with("db", |s| {
+            s.notify = true;
+            s.watchdog = Some(secs(5));
+            s.restart = RestartPolicy::OnFailure;
+        });
+        let mut h = Harness::started(vec![db]);
+        assert_eq!(h.spawned(0, 10), vec![info(0, "started (pid 10)"), arm_watchdog(0, secs(5))]);
+        h.advance(secs(4));
+        assert_eq!(h.ev(notify(0, Notice::Watchdog)), vec![arm_watchdog(0, secs(5))]);
+        h.advance(secs(4));
+        assert_eq!(h.fire(TimerId::Watchdog(0)), vec![], "a stale timer: the ping moved the deadline");
+        h.advance(secs(1));
+        assert_eq!(
+            h.fire(TimerId::Watchdog(0)),
+            vec![
+                warn(0, "no WATCHDOG=1 within 5s; stopping it"),
+                Action::Stop { node: 0 },
+                arm_kill(0, secs(10)),
+            ]
+        );
+        assert_eq!(h.state(0), NodeState::Stopping);
+        assert_eq!(h.ev(notify(0, Notice::Watchdog)), vec![], "too late");
+        assert_eq!(
+            h.exit(0, 0),
+            vec![
+                Action::CancelTimer { timer: TimerId::Kill(0) },
+                warn(0, "exited with code 0 after its watchdog ran out"),
+                info(0, "restarting in 1s (restart 1)"),
+                arm_restart(0, secs(1)),
+            ]
+        );
+        h.fire(TimerId::Restart(0));
+        assert_eq!(h.spawned(0, 11), vec![info(0, "started (pid 11)"), arm_watchdog(0, secs(5))]);
+    }
+
+    #[test]
+    fn the_watchdog_is_cancelled_when_the_node_stops_or_ends() {
+        let db = spec_with("db", |s| {
+            s.notify = true;
+            s.watchdog = Some(secs(5));
+        });
+        let mut h = Harness::started(vec![db, spec("other")]);
+        h.spawned(0, 10);
+        h.spawned(1, 11);
+        assert_eq!(
+            quiet(h.exit(0, 0)),
+            vec![Action::CancelTimer { timer: TimerId::Watchdog(0) }],
+            "ended on its own"
+        );
+        h.advance(secs(9));
+        assert_eq!(h.fire(TimerId::Watchdog(0)), vec![]);
+        h.graph.control(0, crate::graph::ControlCommand::Start, h.now).unwrap();
+        h.spawned(0, 12);
+        assert_eq!(
+            quiet(h.stop()),
+            vec![
+                Action::CancelTimer { timer: TimerId::Watchdog(0) },
+                Action::Stop { node: 0 },
+                arm_kill(0, secs(10)),
+                Action::Stop { node: 1 },
+                arm_kill(1, secs(10)),
+            ]
+        );
+        h.advance(secs(9));
+        assert_eq!(h.fire(TimerId::Watchdog(0)), vec![], "nothing during shutdown");
+    }
+
     #[test]
     fn status_reports_every_node_in_order() {
         let mut h = Harness::started(vec![spec("a"), spec_with("b", |s| s.readiness = thresholds(1, 1))]);
@@ -728,6 +939,7 @@ mod tests {
                     exit_code: None,
                     ready: true,
                     reason: None,
+                    status_text: None,
                     since: Some(h.now),
                 },
                 NodeStatus {
@@ -738,6 +950,7 @@ mod tests {
                     exit_code: None,
                     ready: false,
                     reason: None,
+                    status_text: None,
                     since: Some(h.now),
                 },
             ]

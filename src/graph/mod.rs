@@ -25,7 +25,7 @@ mod state;
 mod testkit;
 
 pub use control::ControlCommand;
-pub use event::{Action, Event, NoteLevel, ProbeKind, TimerId};
+pub use event::{Action, Event, NoteLevel, Notice, ProbeKind, TimerId};
 pub use machine::Graph;
 pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec, Thresholds};
 pub use state::{NodeState, NodeStatus};

@@ -89,6 +89,8 @@ fn main_spec(grace: Duration) -> NodeSpec {
         readiness: None,
         liveness: None,
         has_ready_log_line: false,
+        notify: false,
+        watchdog: None,
         shutdown_timeout: grace,
         disabled: false,
         main: true,
