@@ -99,4 +99,10 @@ pub enum Action {
     Finished { code: i32 },
     /// A line for people, logged as `init | <name>: <message>`.
     Note { node: NodeId, level: NoteLevel, message: String },
+    /// The node's old process is gone: from now on it runs with the definition a reload gave
+    /// it (see [`super::Graph::reconfigure`]).
+    Redefine { node: NodeId },
+    /// A reload removed the node and its process is gone: it has left the graph, and what the
+    /// runtime keeps for it can go.
+    Forget { node: NodeId },
 }

@@ -93,6 +93,15 @@ impl Graph {
             return;
         }
 
+        // A reload removed or redefined it: whether it was stopped for that or ended before its
+        // turn, it is not restarted and shuts nothing down; `settle` carries out its fate.
+        if node.fate.is_some() {
+            let what = if was_stopping { format!("stopped ({what})") } else { what };
+            note(out, id, NoteLevel::Info, what);
+            node.state = NodeState::Stopped;
+            return;
+        }
+
         if let Some(request) = node.operator_stop.filter(|_| was_stopping) {
             note(out, id, NoteLevel::Info, format!("stopped ({what})"));
             match request {

@@ -88,7 +88,12 @@ use super::state::{FailedCheck, Node, NodeState, NodeStatus};
 /// have, and stale timers change nothing and return no actions. Nothing here panics.
 #[derive(Debug, Clone)]
 pub struct Graph {
+    /// Every node the graph ever had, by id. Ids are stable: a reload appends new nodes, and a
+    /// node it removed stays here, out of [`Graph::order`], once its process is gone (so events
+    /// still in flight for it find nothing to act on).
     pub(super) nodes: Vec<Node>,
+    /// The nodes that are part of the graph, in the order `status` shows them.
+    pub(super) order: Vec<NodeId>,
     /// For each node, the nodes that depend on it: the shutdown stops these first.
     pub(super) dependents: Vec<Vec<NodeId>>,
     pub(super) started: bool,
@@ -105,9 +110,25 @@ impl Graph {
     /// is its position. (Should that not hold, nothing panics: a missing dependency makes its
     /// dependent skipped, nodes in a cycle stay pending.)
     pub fn new(specs: Vec<NodeSpec>) -> Self {
-        let mut dependents = vec![Vec::new(); specs.len()];
-        for (id, spec) in specs.iter().enumerate() {
-            for &(dep, _) in &spec.depends_on {
+        let mut graph = Self {
+            order: (0..specs.len()).collect(),
+            nodes: specs.into_iter().map(Node::new).collect(),
+            dependents: Vec::new(),
+            started: false,
+            shutdown: None,
+            stop_requests: 0,
+            finished: false,
+        };
+        graph.find_dependents();
+        graph
+    }
+
+    /// Fills [`Graph::dependents`] from the specs of the nodes in the graph.
+    pub(super) fn find_dependents(&mut self) {
+        let mut dependents = vec![Vec::new(); self.nodes.len()];
+        for &id in &self.order {
+            let Some(node) = self.nodes.get(id) else { continue };
+            for &(dep, _) in &node.spec.depends_on {
                 if let Some(list) = dependents.get_mut(dep)
                     && !list.contains(&id)
                 {
@@ -115,14 +136,17 @@ impl Graph {
                 }
             }
         }
-        Self {
-            nodes: specs.into_iter().map(Node::new).collect(),
-            dependents,
-            started: false,
-            shutdown: None,
-            stop_requests: 0,
-            finished: false,
-        }
+        self.dependents = dependents;
+    }
+
+    /// The nodes in the graph, in order.
+    pub(super) fn present(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.order.iter().filter_map(|&id| self.nodes.get(id).map(|node| (id, node)))
+    }
+
+    /// Whether `id` is a node of the graph (not one a reload removed).
+    pub(super) fn is_present(&self, id: NodeId) -> bool {
+        self.order.contains(&id)
     }
 
     /// Decides what to do about one event that happened at `now`.
@@ -153,9 +177,14 @@ impl Graph {
         out
     }
 
-    /// Every node, in node order.
+    /// Every node of the graph, in order.
     pub fn status(&self) -> Vec<NodeStatus> {
-        self.nodes.iter().map(Node::status).collect()
+        self.present().map(|(_, node)| node.status()).collect()
+    }
+
+    /// The ids of the nodes in the graph, in the order of [`Graph::status`].
+    pub fn ids(&self) -> &[NodeId] {
+        &self.order
     }
 
     /// The node whose current process has this pid.
@@ -164,7 +193,7 @@ impl Graph {
     }
 
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
-        self.nodes.iter().position(|node| node.spec.name == name)
+        self.present().find(|(_, node)| node.spec.name == name).map(|(id, _)| id)
     }
 
     /// The node's name; `?` for an id that is not in the graph.
@@ -184,11 +213,14 @@ impl Graph {
             return;
         }
         if let Some(code) = self.shutdown {
+            self.resolve_fates(out);
             self.advance_shutdown(out);
             if !self.nodes.iter().any(|node| node.state.is_active()) {
                 self.finish(code, out);
             }
         } else if self.started {
+            self.resolve_fates(out);
+            self.advance_retirement(out);
             self.advance_pending(out);
             if let Some(code) = self.natural_end() {
                 self.finish(code, out);
@@ -202,11 +234,11 @@ impl Graph {
     /// a graph with a node the operator stopped (`stopped` is not at rest outside shutdown): the
     /// operator may start it again.
     fn natural_end(&self) -> Option<i32> {
-        if self.nodes.is_empty() || !self.nodes.iter().all(|node| node.state.is_at_rest()) {
+        if self.order.is_empty() || !self.present().all(|(_, node)| node.state.is_at_rest()) {
             return None;
         }
         let clean =
-            self.nodes.iter().all(|node| matches!(node.state, NodeState::Completed | NodeState::Disabled));
+            self.present().all(|(_, node)| matches!(node.state, NodeState::Completed | NodeState::Disabled));
         Some(if clean { 0 } else { 1 })
     }
 
@@ -223,11 +255,7 @@ impl Graph {
         }
         self.started = true;
         for (id, node) in self.nodes.iter_mut().enumerate() {
-            if node.spec.disabled {
-                node.state = NodeState::Disabled;
-                node.reason = Some("disabled".to_string());
-                note(out, id, NoteLevel::Info, "disabled");
-            }
+            disable_if_configured(id, node, out);
         }
     }
 
@@ -236,7 +264,8 @@ impl Graph {
     fn advance_pending(&mut self, out: &mut Vec<Action>) {
         loop {
             let mut skipped_any = false;
-            for id in 0..self.nodes.len() {
+            for index in 0..self.order.len() {
+                let Some(&id) = self.order.get(index) else { break };
                 let gate = match self.nodes.get(id) {
                     Some(node) if node.state == NodeState::Pending => conditions::gate(node, &self.nodes),
                     _ => continue,
@@ -446,6 +475,16 @@ impl Graph {
         {
             self.spawn(id, out);
         }
+    }
+}
+
+/// A pending node that is `disabled` in its spec becomes `disabled` (at `Start`, or when a
+/// reload adds or redefines it).
+pub(super) fn disable_if_configured(id: NodeId, node: &mut Node, out: &mut Vec<Action>) {
+    if node.spec.disabled && node.state == NodeState::Pending {
+        node.state = NodeState::Disabled;
+        node.reason = Some("disabled".to_string());
+        note(out, id, NoteLevel::Info, "disabled");
     }
 }
 

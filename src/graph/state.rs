@@ -178,6 +178,27 @@ pub(super) struct Node {
     pub killed: bool,
     /// Set by the operator's `stop` or `restart` until the node is spawned again.
     pub operator_stop: Option<OperatorStop>,
+    /// A reload removed or redefined the node: what happens once its process is gone.
+    pub fate: Option<Fate>,
+}
+
+/// What a reload decided for a node whose process must go first.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Fate {
+    /// Removed from the configuration: it leaves the graph.
+    Remove,
+    /// Its definition changed: it starts afresh with this spec.
+    Replace(Box<NodeSpec>),
+}
+
+impl Fate {
+    /// For messages: `web is being removed by a reload`.
+    pub fn doing(&self) -> &'static str {
+        match self {
+            Self::Remove => "being removed",
+            Self::Replace(_) => "being redefined",
+        }
+    }
 }
 
 impl Node {
@@ -202,6 +223,7 @@ impl Node {
             watchdog_deadline: None,
             killed: false,
             operator_stop: None,
+            fate: None,
         }
     }
 

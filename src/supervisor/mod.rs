@@ -234,6 +234,7 @@ impl Supervisor {
                 }
             }
             Action::Finished { code } => self.finished = Some(code),
+            Action::Redefine { .. } | Action::Forget { .. } => {}
             Action::Note { node, level, message } => {
                 let name = &self.nodes[node].name;
                 match level {
