@@ -11,6 +11,7 @@ pub mod control;
 pub mod exit_code;
 pub mod graph;
 pub mod logs;
+pub mod notify;
 pub mod pid1;
 pub mod probe;
 pub mod spawn;
