@@ -61,7 +61,7 @@ impl Supervisor {
         if dry_run {
             return match self.graph.plan_reconfigure(&specs, &launch_changed) {
                 Ok(changes) => Response::Reload(report(&changes, false)),
-                Err(refusal) => Response::Error { message: refusal },
+                Err(refusal) => refused(refusal),
             };
         }
         self.apply(config, specs, definitions, &launch_changed, &secrets)
@@ -77,7 +77,7 @@ impl Supervisor {
     ) -> Response {
         let reconfigured = match self.graph.reconfigure(specs, launch_changed, Instant::now()) {
             Ok(reconfigured) => reconfigured,
-            Err(refusal) => return Response::Error { message: refusal },
+            Err(refusal) => return refused(refusal),
         };
         for failure in boot::secrets::stash(secrets, &self.source.env) {
             warn!("reload: {failure}");
@@ -128,6 +128,12 @@ impl Supervisor {
     }
 }
 
+/// A reload the graph refused (the init is shutting down), logged for a reload by SIGHUP.
+fn refused(refusal: String) -> Response {
+    warn!("reload refused: {refusal}");
+    Response::Error { message: format!("reload refused: {refusal}") }
+}
+
 fn report(changes: &[NodeChange], applied: bool) -> ReloadReport {
     let changes = changes
         .iter()
@@ -176,6 +182,43 @@ mod tests {
         assert_eq!(fixed_settings_changed(&old, &old), Vec::<&str>::new());
         let listen = parse("nix2gpu: {health: {listen: \"127.0.0.1:9\"}}\n");
         assert_eq!(fixed_settings_changed(&old, &listen), ["log_level", "nix2gpu.health.listen"]);
+    }
+
+    /// The runtime nodes of a config text, as a reload builds them.
+    fn definitions(text: &str) -> Vec<Node> {
+        let dir = std::env::temp_dir().join(format!("nix2gpu-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("{}.yaml", text.len()));
+        std::fs::write(&file, text).unwrap();
+        let env = BTreeMap::from([(OsString::from("PATH"), OsString::from("/bin"))]);
+        let (_, plan) = config::check(std::slice::from_ref(&file), &env, &AccountFiles::default()).unwrap();
+        std::fs::remove_file(file).unwrap();
+        let socket = PathBuf::from("/run/test-notify.sock");
+        nodes::build(plan, &env, Vec::new(), std::time::Duration::from_secs(5), &socket).1
+    }
+
+    fn same(a: &str, b: &str, name: &str) -> bool {
+        let (a, b) = (definitions(a), definitions(b));
+        let find = |nodes: &[Node]| nodes.iter().position(|n| &*n.name == name).unwrap();
+        a[find(&a)].same_launch(&b[find(&b)])
+    }
+
+    #[test]
+    fn a_changed_launch_is_seen_in_commands_environments_and_builtin_settings() {
+        let web = "processes:\n  web:\n    command: serve\n    environment: [A=1]\n";
+        assert!(same(web, web, "web"));
+        assert!(!same(web, "processes:\n  web:\n    command: serve --fast\n    environment: [A=1]\n", "web"));
+        assert!(!same(web, "processes:\n  web:\n    command: serve\n    environment: [A=2]\n", "web"));
+        assert!(!same(
+            web,
+            "processes:\n  web:\n    command: serve\n    environment: [A=1]\n    notify: true\n",
+            "web"
+        ));
+        // Built-in nodes carry their settings in their argv: a changed setting restarts them.
+        let ssh =
+            |port: u16| format!("nix2gpu: {{gpu: {{enable: false}}, ssh: {{enable: true, port: {port}}}}}\n");
+        assert!(same(&ssh(22), &ssh(22), "sshd"));
+        assert!(!same(&ssh(22), &ssh(2222), "sshd"));
     }
 
     #[test]
