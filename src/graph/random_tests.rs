@@ -107,6 +107,27 @@ struct Model {
     main: Option<String>,
     /// Ids given out so far, removed nodes included.
     next_id_hint: usize,
+    /// Nodes a reload removed for good: no action may name them again.
+    forgotten: HashSet<NodeId>,
+}
+
+/// The node an action is about, if any.
+fn subject(action: &Action) -> Option<NodeId> {
+    match action {
+        Action::Spawn { node }
+        | Action::StartProbes { node }
+        | Action::StopProbes { node }
+        | Action::Stop { node }
+        | Action::Kill { node }
+        | Action::Note { node, .. }
+        | Action::Redefine { node }
+        | Action::Forget { node } => Some(*node),
+        Action::ArmTimer {
+            timer: TimerId::Restart(node) | TimerId::Kill(node) | TimerId::Watchdog(node),
+            ..
+        } => Some(*node),
+        Action::CancelTimer { .. } | Action::Finished { .. } => None,
+    }
 }
 
 impl Model {
@@ -126,6 +147,9 @@ impl Model {
 
     fn execute(&mut self, action: Action) {
         let seed = self.seed;
+        if let Some(node) = subject(&action) {
+            assert!(!self.forgotten.contains(&node), "seed {seed}: {action:?} for a forgotten node");
+        }
         match action {
             Action::Spawn { node } => {
                 assert!(!self.stop_sent, "seed {seed}: spawn of {node} after Stop");
@@ -152,9 +176,11 @@ impl Model {
                     status.iter().filter(|node| node.state.is_live() || node.state == NodeState::Stopping);
                 assert_eq!(active.count(), 0, "seed {seed}: finished with {status:?}");
             }
+            Action::Forget { node } => {
+                self.forgotten.insert(node);
+            }
             Action::StartProbes { .. }
             | Action::Redefine { .. }
-            | Action::Forget { .. }
             | Action::StopProbes { .. }
             | Action::Stop { .. }
             | Action::Kill { .. }
@@ -359,6 +385,7 @@ fn random_event_sequences_never_panic_and_end_in_exactly_one_finished() {
             seed,
             main,
             next_id_hint,
+            forgotten: HashSet::new(),
         };
         model.feed(Event::Start);
         for _ in 0..80 {

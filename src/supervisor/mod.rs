@@ -303,8 +303,15 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, node: NodeId) -> Event {
+        // The graph spawns only nodes it has, and the runtime has a definition for each of
+        // them (a reload records them before the graph's actions run); should that ever fail,
+        // the node fails rather than PID 1.
         let Some(spec) = self.nodes.get(node) else {
-            return Event::SpawnFailed { node, code: exit_code::INTERNAL, reason: "no such node".into() };
+            return Event::SpawnFailed {
+                node,
+                code: exit_code::INTERNAL,
+                reason: "no definition to run".into(),
+            };
         };
         let launch = spawn::Spec {
             argv: &spec.argv,
