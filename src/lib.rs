@@ -13,6 +13,7 @@ pub mod exit_code;
 pub mod gpu;
 pub mod graph;
 pub mod logs;
+pub mod notify;
 pub mod pid1;
 pub mod probe;
 pub mod runtime;

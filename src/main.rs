@@ -18,7 +18,7 @@ use nix2gpu_init::logs::{self, Output, Style};
 use nix2gpu_init::pid1::{self, signals};
 use nix2gpu_init::runtime::{self, Platform};
 use nix2gpu_init::supervisor::{self, nodes};
-use nix2gpu_init::{access, boot, exit_code, gpu};
+use nix2gpu_init::{access, boot, exit_code, gpu, notify};
 use tracing::{error, info, warn};
 
 fn main() {
@@ -47,6 +47,7 @@ fn main() {
         Command::Health => client::health(),
         Command::Logs { name, lines, follow } => client::logs(name, lines, follow),
         Command::Control(request) => client::control(request),
+        Command::Reload { dry_run } => client::reload(dry_run),
         Command::Builtin(node) => match node {
             Builtin::Tailscale(settings) => access::tailscale::run(settings),
             Builtin::Sshd(settings) => access::sshd::run(settings),
@@ -143,6 +144,8 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     }
     let (mut env, platform) = startup_env();
     let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
+    // A reload plans with the same startup environment, before this plan changed it.
+    let boot_env = env.clone();
     pid1::become_subreaper_unless_pid1();
     prepare_system(&env);
     for failure in boot::secrets::stash(&plan.secrets, &env) {
@@ -155,7 +158,8 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     } else {
         main
     };
-    let (specs, nodes) = nodes::build(plan, &env, main, config.shutdown_timeout());
+    let notify_socket = notify::path();
+    let (specs, nodes) = nodes::build(plan, &env, main.clone(), config.shutdown_timeout(), &notify_socket);
     let style = Style {
         format: config.nix2gpu.log.format.unwrap_or_default(),
         timestamps: config.nix2gpu.log.timestamps.unwrap_or(false),
@@ -195,6 +199,8 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     let socket_path = socket::path();
     let mut socket_bound = false;
     let health_listen = config.nix2gpu.health.listen.clone();
+    let source =
+        supervisor::ReloadSource { configs: configs.to_vec(), env: boot_env, main, notify_socket, config };
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,
@@ -222,7 +228,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
                 Err(failure) => warn!("no health endpoint: {failure}"),
             }
         }
-        supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings, asks).await
+        supervisor::run(signals, Graph::new(specs), nodes, output.clone(), settings, asks, source).await
     });
     // A clean exit leaves no socket behind (a killed init's is detected and replaced next time);
     // a socket that belongs to another init is not ours to remove.

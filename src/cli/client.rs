@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::control::protocol::{Envelope, VERSION};
-use crate::control::{NodeReport, Request, Response, StatusReport};
+use crate::control::{NodeReport, ReloadReport, Request, Response, StatusReport};
 use crate::control::{http, socket};
+use crate::exit_code;
 
 /// How long a one-answer request may take before the client gives up.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +104,48 @@ pub fn control(request: Request) -> i32 {
     finish(result, code)
 }
 
+/// `nix2gpu-init reload [--dry-run]`: the plan, one line per node; 78 with every error when
+/// the configuration is invalid (then nothing changed).
+pub fn reload(dry_run: bool) -> i32 {
+    let mut code = 0;
+    let result = ask(Request::Reload { dry_run }, false, |response| match response {
+        Response::Reload(report) => print!("{}", reload_plan(&report)),
+        Response::InvalidConfig { errors } => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{} error(s); nothing was changed", errors.len());
+            code = exit_code::CONFIG;
+        }
+        other => code = refused(other),
+    });
+    finish(result, code)
+}
+
+/// `restart  web` lines, then what was done (or, for a dry run, that nothing was).
+pub fn reload_plan(report: &ReloadReport) -> String {
+    let mut out = String::new();
+    let mut counts = [("start", 0), ("stop", 0), ("restart", 0), ("unchanged", 0)];
+    for planned in &report.changes {
+        out.push_str(&format!("{:<9}  {}\n", planned.change, planned.name));
+        if let Some((_, count)) = counts.iter_mut().find(|(change, _)| *change == planned.change) {
+            *count += 1;
+        }
+    }
+    let [start, stop, restart, unchanged] = counts.map(|(_, count)| count);
+    if report.applied {
+        out.push_str(&format!(
+            "reloaded: {start} started, {stop} stopped, {restart} restarted, {unchanged} unchanged\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "dry run: {start} to start, {stop} to stop, {restart} to restart, {unchanged} unchanged; \
+             nothing was changed\n"
+        ));
+    }
+    out
+}
+
 fn refused(response: Response) -> i32 {
     match response {
         Response::Error { message } => eprintln!("nix2gpu-init: {message}"),
@@ -122,10 +165,17 @@ fn finish(result: Result<(), String>, code: i32) -> i32 {
 }
 
 /// The status as a table a person reads at a glance, then the platform, GPU and tailscale lines.
+/// A `STATUS` column (what notify processes said with `STATUS=`) comes last, when any has one.
 pub fn table(report: &StatusReport) -> String {
-    let header = ["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "READY", "LAST EXIT", "REASON"];
-    let rows: Vec<[String; 8]> = report.nodes.iter().map(row).collect();
-    let mut widths = header.map(str::len);
+    let mut header = vec!["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "READY", "LAST EXIT", "REASON"];
+    let mut rows: Vec<Vec<String>> = report.nodes.iter().map(|node| row(node).to_vec()).collect();
+    if report.nodes.iter().any(|node| node.status_text.is_some()) {
+        header.push("STATUS");
+        for (row, node) in rows.iter_mut().zip(&report.nodes) {
+            row.push(node.status_text.clone().unwrap_or_default());
+        }
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
@@ -134,11 +184,11 @@ pub fn table(report: &StatusReport) -> String {
     let mut out = String::new();
     let mut push_row = |cells: &[String]| {
         let line: Vec<String> =
-            cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+            cells.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     };
-    push_row(&header.map(String::from));
+    push_row(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for row in &rows {
         push_row(row);
     }
@@ -207,6 +257,7 @@ mod tests {
                     exit_code: None,
                     ready: true,
                     reason: None,
+                    status_text: None,
                     uptime_seconds: Some(303.0),
                 },
                 NodeReport {
@@ -217,6 +268,7 @@ mod tests {
                     exit_code: Some(0),
                     ready: true,
                     reason: None,
+                    status_text: None,
                     uptime_seconds: None,
                 },
             ],
@@ -233,6 +285,42 @@ mod tests {
         assert_eq!(lines[2], "migrate  completed  -    1         -       yes    0");
         assert_eq!(lines[3], "platform: -");
         assert_eq!(lines[5], "tailscale: Running, tailnet example.com, 100.64.0.7 fd7a::7");
+    }
+
+    #[test]
+    fn a_status_column_shows_what_notify_processes_said() {
+        let report = StatusReport {
+            nodes: vec![
+                NodeReport {
+                    status_text: Some("serving 3 models".into()),
+                    ..crate::control::metrics::tests::node("llm", "ready")
+                },
+                crate::control::metrics::tests::node("web", "pending"),
+            ],
+            platform: None,
+            gpu: None,
+            tailscale: None,
+        };
+        let text = table(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].ends_with("REASON  STATUS"), "{text}");
+        assert!(lines[1].starts_with("llm") && lines[1].ends_with("  serving 3 models"), "{text}");
+        assert!(!lines[2].ends_with(' '), "{text}");
+    }
+
+    #[test]
+    fn the_reload_plan_lists_every_node_and_sums_up() {
+        let changes = [("web", "restart"), ("db", "unchanged"), ("new", "start"), ("old", "stop")]
+            .map(|(name, change)| crate::control::PlannedChange { name: name.into(), change: change.into() })
+            .to_vec();
+        let report = ReloadReport { applied: false, changes };
+        assert_eq!(
+            reload_plan(&report),
+            "restart    web\nunchanged  db\nstart      new\nstop       old\n\
+             dry run: 1 to start, 1 to stop, 1 to restart, 1 unchanged; nothing was changed\n"
+        );
+        let report = ReloadReport { applied: true, changes: Vec::new() };
+        assert_eq!(reload_plan(&report), "reloaded: 0 started, 0 stopped, 0 restarted, 0 unchanged\n");
     }
 
     #[test]

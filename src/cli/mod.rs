@@ -32,6 +32,8 @@ pub enum Command {
     Logs { name: Option<String>, lines: usize, follow: bool },
     /// Start, stop or restart one node of the running init.
     Control(Request),
+    /// Make the running init read its configuration again (or, dry, say what that would do).
+    Reload { dry_run: bool },
     /// Run a built-in node (`builtin NAME SETTINGS`): how the init starts its own `gpu`,
     /// `sshd` and `tailscale` nodes as children. Not for people; left out of the usage text.
     Builtin(Builtin),
@@ -62,6 +64,7 @@ usage: nix2gpu-init [--config FILE]... [-- CMD [ARG...]]   boot and supervise (t
        nix2gpu-init health                                 exit 0 if ready, 1 if not (Docker HEALTHCHECK)
        nix2gpu-init logs [NAME] [-n N] [-f]                recent output from the ring buffer
        nix2gpu-init restart|stop|start NAME                control one node
+       nix2gpu-init reload [--dry-run]                     re-read the config, apply the difference
        nix2gpu-init detect [--json]                        the detected platform and its evidence
        nix2gpu-init gpu-probe [--json] [--library PATH] [--nvidia-smi PATH] [--timeout SECONDS]
                                                            driver version and GPUs (exit 1: none)
@@ -141,8 +144,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
 /// The subcommands that talk to a running init; `None` when `name` is not one of them.
 fn parse_client(name: &str, rest: &[OsString]) -> Result<Option<Command>, String> {
     let mut parser = Parser::from_args(rest.iter().cloned());
-    let (mut json, mut lines, mut follow, mut positional) = (false, 100, false, Vec::new());
-    if !matches!(name, "status" | "health" | "logs" | "start" | "stop" | "restart") {
+    let (mut json, mut lines, mut follow, mut dry_run, mut positional) =
+        (false, 100, false, false, Vec::new());
+    if !matches!(name, "status" | "health" | "logs" | "start" | "stop" | "restart" | "reload") {
         return Ok(None);
     }
     while let Some(arg) = parser.next().map_err(|e| e.to_string())? {
@@ -153,6 +157,7 @@ fn parse_client(name: &str, rest: &[OsString]) -> Result<Option<Command>, String
                 lines = value.parse().map_err(|e: lexopt::Error| format!("-n: {e}"))?;
             }
             Arg::Short('f') | Arg::Long("follow") if name == "logs" => follow = true,
+            Arg::Long("dry-run") if name == "reload" => dry_run = true,
             Arg::Value(value) => positional.push(value.string().map_err(|e| e.to_string())?),
             other => return Err(other.unexpected().to_string()),
         }
@@ -168,6 +173,7 @@ fn parse_client(name: &str, rest: &[OsString]) -> Result<Option<Command>, String
         "start" => Command::Control(Request::Start { name: one_name(positional)? }),
         "stop" => Command::Control(Request::Stop { name: one_name(positional)? }),
         "restart" => Command::Control(Request::Restart { name: one_name(positional)? }),
+        "reload" if positional.is_empty() => Command::Reload { dry_run },
         _ => return Err(format!("`{name}` takes no such arguments")),
     };
     Ok(Some(command))
@@ -335,6 +341,9 @@ mod tests {
             parse_str(&["restart", "web"]).unwrap(),
             Command::Control(Request::Restart { name: "web".into() })
         );
+        assert_eq!(parse_str(&["reload"]).unwrap(), Command::Reload { dry_run: false });
+        assert_eq!(parse_str(&["reload", "--dry-run"]).unwrap(), Command::Reload { dry_run: true });
+        assert!(parse_str(&["reload", "web"]).is_err());
         assert!(parse_str(&["stop"]).is_err());
         assert!(parse_str(&["status", "extra"]).is_err());
         assert!(parse_str(&["health", "--json"]).is_err());

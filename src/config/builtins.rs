@@ -18,7 +18,7 @@ use super::locate::KeyPath;
 use super::plan::{DEFAULT_STOP_SIGNAL, Service, check};
 use super::provenance::Issue;
 use super::validate;
-use super::{Config, Enable, Port, RestartPolicy};
+use super::{Config, Enable, NotifyAccess, Port, RestartPolicy};
 use crate::graph::NodeSpec;
 
 pub const GPU: &str = "gpu";
@@ -418,6 +418,8 @@ fn service(node: &Builtin, exe: &Path) -> Service {
         readiness: None,
         liveness: None,
         has_ready_log_line: ready_log_line.is_some(),
+        notify: false,
+        watchdog: None,
         shutdown_timeout: Duration::from_secs(10),
         disabled: false,
         main: false,
@@ -433,5 +435,6 @@ fn service(node: &Builtin, exe: &Path) -> Service {
         ready_log_line,
         shutdown_command: None,
         shutdown_signal: DEFAULT_STOP_SIGNAL,
+        notify_access: NotifyAccess::Main,
     }
 }

@@ -19,7 +19,7 @@ use super::locate::KeyPath;
 use super::probe::{self, ProbePlan};
 use super::provenance::Issue;
 use super::user::{self, AccountDb};
-use super::{Config, ConfigError, Process, env_file, sorted, validate};
+use super::{Config, ConfigError, NotifyAccess, Process, env_file, sorted, validate};
 use crate::accounts::Credentials;
 
 /// Lines of output kept per process when `log_length` is not set.
@@ -85,6 +85,8 @@ pub struct Service {
     /// The shell and `shutdown.command`, when set: run instead of sending the signal.
     pub shutdown_command: Option<Vec<String>>,
     pub shutdown_signal: i32,
+    /// Whose notifications count, when `spec.notify` is set.
+    pub notify_access: NotifyAccess,
 }
 
 /// Turns `config` into a [`Plan`], or every error found: the dependency graph's, each process's
@@ -218,9 +220,10 @@ impl<'a> Planner<'a> {
             Some(signal) => check(validate::signal(signal), &path.key("shutdown").key("signal"), issues),
             None => Some(DEFAULT_STOP_SIGNAL),
         };
+        let watchdog = notify_settings(process, &path, issues);
         let spec = self.node_spec(name, process, &path, readiness.as_ref(), liveness.as_ref(), issues);
         Some(Service {
-            spec: spec?,
+            spec: NodeSpec { watchdog: watchdog?, ..spec? },
             argv: argv?,
             env,
             working_dir,
@@ -230,6 +233,7 @@ impl<'a> Planner<'a> {
             ready_log_line,
             shutdown_command,
             shutdown_signal: shutdown_signal?,
+            notify_access: process.notify_access.unwrap_or_default(),
         })
     }
 
@@ -340,11 +344,48 @@ impl<'a> Planner<'a> {
             readiness: readiness.map(|(_, thresholds)| *thresholds),
             liveness: liveness.map(|(_, thresholds)| *thresholds),
             has_ready_log_line: process.ready_log_line.is_some(),
+            notify: process.notify,
+            watchdog: None,
             shutdown_timeout: process.shutdown.timeout_seconds.map_or(DEFAULT_STOP_TIMEOUT, |s| s.0),
             disabled: process.disabled,
             main: false,
         })
     }
+}
+
+/// Checks the notify extension's keys and gives the watchdog period (`Some(None)`: no
+/// watchdog). Readiness comes from one source, and the other keys only mean something with
+/// `notify: true`.
+fn notify_settings(process: &Process, path: &KeyPath, issues: &mut Vec<Issue>) -> Option<Option<Duration>> {
+    let before = issues.len();
+    if process.notify {
+        let others = [
+            ("readiness_probe", process.readiness_probe.is_some()),
+            ("ready_log_line", process.ready_log_line.is_some()),
+        ];
+        for (other, _) in others.iter().filter(|(_, set)| *set) {
+            let message = format!(
+                "`notify` and `{other}` cannot be used together: readiness comes from one or the other"
+            );
+            issues.push(Issue::key(path.key("notify"), message));
+        }
+    } else {
+        if process.notify_access.is_some() {
+            let message =
+                "`notify_access` needs `notify: true`: it says who may send the process's notifications";
+            issues.push(Issue::key(path.key("notify_access"), message));
+        }
+        if process.watchdog_seconds.is_some() {
+            let message = "`watchdog_seconds` needs `notify: true`: the watchdog is fed by the process's \
+                           WATCHDOG=1 notifications";
+            issues.push(Issue::key(path.key("watchdog_seconds"), message));
+        }
+    }
+    let watchdog = match process.watchdog_seconds {
+        Some(seconds) if process.notify => check(positive(seconds.0), &path.key("watchdog_seconds"), issues),
+        _ => None,
+    };
+    (issues.len() == before).then_some(watchdog)
 }
 
 /// The shell that runs command strings: `shell.shell_command` (default `/bin/sh`) and

@@ -113,6 +113,31 @@ pub struct Process {
     /// Run as this user: a name from /etc/passwd or a uid, optionally followed by `:` and a group
     /// (a name from /etc/group or a gid).
     pub user: Option<String>,
+    /// nix2gpu extension: the process says itself when it is ready, with systemd's notify
+    /// protocol. The init sets `NOTIFY_SOCKET` for it and counts `READY=1` as ready (what
+    /// `process_healthy` waits for); `STATUS=...` is shown by `status`. Not with
+    /// `readiness_probe` or `ready_log_line`.
+    #[serde(default)]
+    pub notify: bool,
+    /// nix2gpu extension: who may notify for the process: `main` (default), only the process the
+    /// init started; `all`, any process of its session or process group (a helper such as
+    /// `systemd-notify` run by its shell). Needs `notify`.
+    pub notify_access: Option<NotifyAccess>,
+    /// nix2gpu extension: the process must send `WATCHDOG=1` at least this often (the init sets
+    /// `WATCHDOG_USEC`); when it does not, it is stopped and restarted under its restart policy,
+    /// as after a failed liveness probe. Needs `notify`.
+    pub watchdog_seconds: Option<Seconds>,
+}
+
+/// `notify_access`: whose notifications count for a process.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyAccess {
+    /// Only the process the init started.
+    #[default]
+    Main,
+    /// Any process of its session or process group.
+    All,
 }
 
 /// `depends_on.<name>`.

@@ -235,6 +235,59 @@ fn ready_log_line_rules() {
 }
 
 #[test]
+fn notify_rules() {
+    assert_error(
+        "processes:\n  web:\n    command: x\n    notify: true\n    readiness_probe:\n      tcp_socket: {port: 80}\n",
+        (4, 5),
+        "\"notify\"",
+        "processes.web.notify: `notify` and `readiness_probe` cannot be used together: readiness comes from one or the other",
+    );
+    assert_error(
+        "processes:\n  web:\n    command: x\n    notify: true\n    ready_log_line: up\n",
+        (4, 5),
+        "\"notify\"",
+        "processes.web.notify: `notify` and `ready_log_line` cannot be used together: readiness comes from one or the other",
+    );
+    assert_error(
+        "processes:\n  web:\n    command: x\n    watchdog_seconds: 5\n",
+        (4, 5),
+        "\"watchdog_seconds\"",
+        "processes.web.watchdog_seconds: `watchdog_seconds` needs `notify: true`: the watchdog is fed by the \
+         process's WATCHDOG=1 notifications",
+    );
+    assert_error(
+        "processes:\n  web:\n    command: x\n    notify: false\n    notify_access: all\n",
+        (5, 5),
+        "\"notify_access\"",
+        "processes.web.notify_access: `notify_access` needs `notify: true`: it says who may send the process's notifications",
+    );
+    assert_error(
+        "processes:\n  web:\n    command: x\n    notify: true\n    watchdog_seconds: 0\n",
+        (5, 23),
+        "\"watchdog_seconds\":|0",
+        "processes.web.watchdog_seconds: must be more than 0 seconds",
+    );
+    assert_error(
+        "processes:\n  web:\n    command: x\n    notify: true\n    notify_access: some\n",
+        (5, 20),
+        "\"notify_access\":|\"some\"",
+        "processes.web.notify_access: unknown variant `some`, expected `main` or `all`",
+    );
+}
+
+#[test]
+fn a_notify_process_is_healthy_for_its_dependents() {
+    let text = "processes:\n  db:\n    command: x\n    notify: true\n    notify_access: all\n    watchdog_seconds: 2.5\n  web:\n    command: y\n    depends_on: {db: {condition: process_healthy}}\n";
+    let (_config, plan) = check_text("c.yaml", text).unwrap();
+    let db = &plan.services[0];
+    assert_eq!((db.spec.name.as_str(), db.spec.notify), ("db", true));
+    assert_eq!(db.spec.watchdog, Some(Duration::from_millis(2500)));
+    assert_eq!(db.notify_access, NotifyAccess::All);
+    let web = &plan.services[1];
+    assert_eq!((web.spec.notify, web.spec.watchdog, web.notify_access), (false, None, NotifyAccess::Main));
+}
+
+#[test]
 fn shutdown_signals() {
     assert_error(
         "processes:\n  web:\n    command: x\n    shutdown:\n      signal: SIGTREM\n",

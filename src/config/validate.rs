@@ -88,7 +88,8 @@ fn dependencies(
             if broken.contains(dependency) {
                 continue;
             }
-            (target.readiness_probe.is_some(), target.ready_log_line.is_some())
+            // A notify process is healthy once it said READY=1.
+            (target.readiness_probe.is_some() || target.notify, target.ready_log_line.is_some())
         };
         let unmet = match spec.condition {
             Condition::ProcessHealthy if !has_readiness_probe => Some(format!(

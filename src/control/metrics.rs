@@ -103,6 +103,7 @@ pub(crate) mod tests {
             exit_code: None,
             ready: false,
             reason: None,
+            status_text: None,
             uptime_seconds: None,
         }
     }

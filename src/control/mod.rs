@@ -12,7 +12,9 @@ pub mod socket;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use protocol::{HealthReport, LogLine, NodeReport, Request, Response, StatusReport};
+pub use protocol::{
+    HealthReport, LogLine, NodeReport, PlannedChange, ReloadReport, Request, Response, StatusReport,
+};
 
 /// One request on its way to the supervisor loop, with where to send the answer. A `logs`
 /// request with `follow` gets its history through `reply` and its new lines through the

@@ -38,6 +38,12 @@ pub enum Request {
     Stop { name: String },
     /// Stop a running node and start it again, or start it if it is not running.
     Restart { name: String },
+    /// Read the configuration again and apply the difference (with `dry_run`, only say what
+    /// would change).
+    Reload {
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 /// What the init answers.
@@ -56,6 +62,31 @@ pub enum Response {
     Error {
         message: String,
     },
+    /// What a reload changed (or, as a dry run, would change).
+    Reload(ReloadReport),
+    /// A reload found the configuration invalid and changed nothing: every error, located
+    /// (`file:line:col: message`).
+    InvalidConfig {
+        errors: Vec<String>,
+    },
+}
+
+/// The answer to a reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// False for a dry run: nothing was changed.
+    pub applied: bool,
+    /// Every node of the old and the new configuration: the new ones in order, then those
+    /// removed.
+    pub changes: Vec<PlannedChange>,
+}
+
+/// What a reload does to one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    pub name: String,
+    /// `start`, `stop`, `restart` or `unchanged`.
+    pub change: String,
 }
 
 /// The status contract (DESIGN.md "Status and health"): `nodes`, `platform`, `gpu`, and
@@ -85,6 +116,9 @@ pub struct NodeReport {
     pub ready: bool,
     /// Why the node is skipped, failed or not ready, when there is a reason.
     pub reason: Option<String>,
+    /// The last `STATUS=` text of a notify process.
+    #[serde(default)]
+    pub status_text: Option<String>,
     /// Seconds since the current process started, while one runs.
     pub uptime_seconds: Option<f64>,
 }
@@ -119,6 +153,14 @@ mod tests {
         assert_eq!(serde_json::from_str::<Envelope>(&text).unwrap(), envelope);
         let status: Envelope = serde_json::from_str(r#"{"v":1,"cmd":"status"}"#).unwrap();
         assert_eq!(status.request, Request::Status);
+    }
+
+    #[test]
+    fn reload_requests_default_to_applying() {
+        let reload: Envelope = serde_json::from_str(r#"{"v":1,"cmd":"reload"}"#).unwrap();
+        assert_eq!(reload.request, Request::Reload { dry_run: false });
+        let dry = Envelope { v: VERSION, request: Request::Reload { dry_run: true } };
+        assert_eq!(serde_json::to_string(&dry).unwrap(), r#"{"v":1,"cmd":"reload","dry_run":true}"#);
     }
 
     #[test]

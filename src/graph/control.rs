@@ -72,8 +72,12 @@ impl Graph {
         if !self.started {
             return Err("the init has not started its services yet".to_string());
         }
-        if node >= self.nodes.len() {
+        if !self.is_present(node) {
             return Err(format!("there is no node #{node}"));
+        }
+        if let Some(fate) = self.nodes.get(node).and_then(|n| n.fate.as_ref()) {
+            let name = self.name(node);
+            return Err(format!("`{name}` is {} by a reload; try again once it has stopped", fate.doing()));
         }
         let mut out = Vec::new();
         let message = match command {

@@ -25,6 +25,22 @@ pub enum TimerId {
     /// The grace between asking the node to stop and SIGKILL (and, once killed, how long to wait
     /// for it to vanish before giving up on it during shutdown).
     Kill(NodeId),
+    /// The node's watchdog: re-armed by each `WATCHDOG=1`; when it fires, the node is stopped.
+    Watchdog(NodeId),
+}
+
+/// One assignment of a notification a node's process sent (systemd's notify protocol), already
+/// checked to come from that node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `READY=1`: the process is ready.
+    Ready,
+    /// `STATUS=...`: a line of text about its state, for people.
+    Status(String),
+    /// `WATCHDOG=1`: it is alive; the watchdog starts over.
+    Watchdog,
+    /// `STOPPING=1`: it is shutting down on its own; not ready any more.
+    Stopping,
 }
 
 /// How loud a [`Action::Note`] is.
@@ -52,6 +68,8 @@ pub enum Event {
     Probe { node: NodeId, kind: ProbeKind, ok: bool },
     /// The node printed a line matching its `ready_log_line`.
     LogReady { node: NodeId },
+    /// The node's process sent a notification (only nodes with `notify` are told these).
+    Notify { node: NodeId, notice: Notice },
     /// A timer armed earlier fired. Timers that no longer mean anything are ignored.
     Timer(TimerId),
     /// An orderly shutdown request (SIGTERM/SIGINT). A second `Stop` while stopping kills every
@@ -81,4 +99,10 @@ pub enum Action {
     Finished { code: i32 },
     /// A line for people, logged as `init | <name>: <message>`.
     Note { node: NodeId, level: NoteLevel, message: String },
+    /// The node's old process is gone: from now on it runs with the definition a reload gave
+    /// it (see [`super::Graph::reconfigure`]).
+    Redefine { node: NodeId },
+    /// A reload removed the node and its process is gone: it has left the graph, and what the
+    /// runtime keeps for it can go.
+    Forget { node: NodeId },
 }

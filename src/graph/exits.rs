@@ -63,6 +63,9 @@ impl Graph {
         if node.probes_running() {
             out.push(Action::StopProbes { node: id });
         }
+        if node.watchdog_deadline.take().is_some() {
+            out.push(Action::CancelTimer { timer: TimerId::Watchdog(id) });
+        }
         let was_stopping = node.state == NodeState::Stopping;
         if was_stopping {
             out.push(Action::CancelTimer { timer: TimerId::Kill(id) });
@@ -71,9 +74,12 @@ impl Graph {
         let code = status.code();
         node.pid = None;
         node.exit_code = Some(code);
-        let forced = node.liveness_failed && !shutting_down;
-        let success = !forced && node.spec.success_exit_codes.contains(&code);
-        let what = if forced { format!("{what} after failing its liveness probe") } else { what };
+        let forced = node.check_failed.filter(|_| !shutting_down);
+        let success = forced.is_none() && node.spec.success_exit_codes.contains(&code);
+        let what = match forced {
+            Some(check) => format!("{what} {}", check.after()),
+            None => what,
+        };
 
         if shutting_down {
             if was_stopping {
@@ -84,6 +90,15 @@ impl Graph {
                 node.state = if success { NodeState::Completed } else { NodeState::Failed };
                 node.reason = (!success).then_some(what);
             }
+            return;
+        }
+
+        // A reload removed or redefined it: whether it was stopped for that or ended before its
+        // turn, it is not restarted and shuts nothing down; `settle` carries out its fate.
+        if node.fate.is_some() {
+            let what = if was_stopping { format!("stopped ({what})") } else { what };
+            note(out, id, NoteLevel::Info, what);
+            node.state = NodeState::Stopped;
             return;
         }
 

@@ -19,10 +19,10 @@
 use std::time::Instant;
 
 use super::conditions::{self, Gate};
-use super::event::{Action, Event, NoteLevel, ProbeKind, TimerId};
-use super::notes::note;
+use super::event::{Action, Event, NoteLevel, Notice, ProbeKind, TimerId};
+use super::notes::{self, note};
 use super::spec::{NodeId, NodeSpec};
-use super::state::{Node, NodeState, NodeStatus};
+use super::state::{FailedCheck, Node, NodeState, NodeStatus};
 
 /// The dependency graph of services, as a state machine with no I/O.
 ///
@@ -88,7 +88,12 @@ use super::state::{Node, NodeState, NodeStatus};
 /// have, and stale timers change nothing and return no actions. Nothing here panics.
 #[derive(Debug, Clone)]
 pub struct Graph {
+    /// Every node the graph ever had, by id. Ids are stable: a reload appends new nodes, and a
+    /// node it removed stays here, out of [`Graph::order`], once its process is gone (so events
+    /// still in flight for it find nothing to act on).
     pub(super) nodes: Vec<Node>,
+    /// The nodes that are part of the graph, in the order `status` shows them.
+    pub(super) order: Vec<NodeId>,
     /// For each node, the nodes that depend on it: the shutdown stops these first.
     pub(super) dependents: Vec<Vec<NodeId>>,
     pub(super) started: bool,
@@ -105,9 +110,25 @@ impl Graph {
     /// is its position. (Should that not hold, nothing panics: a missing dependency makes its
     /// dependent skipped, nodes in a cycle stay pending.)
     pub fn new(specs: Vec<NodeSpec>) -> Self {
-        let mut dependents = vec![Vec::new(); specs.len()];
-        for (id, spec) in specs.iter().enumerate() {
-            for &(dep, _) in &spec.depends_on {
+        let mut graph = Self {
+            order: (0..specs.len()).collect(),
+            nodes: specs.into_iter().map(Node::new).collect(),
+            dependents: Vec::new(),
+            started: false,
+            shutdown: None,
+            stop_requests: 0,
+            finished: false,
+        };
+        graph.find_dependents();
+        graph
+    }
+
+    /// Fills [`Graph::dependents`] from the specs of the nodes in the graph.
+    pub(super) fn find_dependents(&mut self) {
+        let mut dependents = vec![Vec::new(); self.nodes.len()];
+        for &id in &self.order {
+            let Some(node) = self.nodes.get(id) else { continue };
+            for &(dep, _) in &node.spec.depends_on {
                 if let Some(list) = dependents.get_mut(dep)
                     && !list.contains(&id)
                 {
@@ -115,14 +136,17 @@ impl Graph {
                 }
             }
         }
-        Self {
-            nodes: specs.into_iter().map(Node::new).collect(),
-            dependents,
-            started: false,
-            shutdown: None,
-            stop_requests: 0,
-            finished: false,
-        }
+        self.dependents = dependents;
+    }
+
+    /// The nodes in the graph, in order.
+    pub(super) fn present(&self) -> impl Iterator<Item = (NodeId, &Node)> {
+        self.order.iter().filter_map(|&id| self.nodes.get(id).map(|node| (id, node)))
+    }
+
+    /// Whether `id` is a node of the graph (not one a reload removed).
+    pub(super) fn is_present(&self, id: NodeId) -> bool {
+        self.order.contains(&id)
     }
 
     /// Decides what to do about one event that happened at `now`.
@@ -143,17 +167,24 @@ impl Graph {
             }
             Event::Probe { node, kind: ProbeKind::Liveness, ok } => self.on_liveness(node, ok, &mut out),
             Event::LogReady { node } => self.on_log_ready(node, &mut out),
+            Event::Notify { node, notice } => self.on_notice(node, notice, now, &mut out),
             Event::Timer(TimerId::Restart(node)) => self.on_restart_timer(node, &mut out),
             Event::Timer(TimerId::Kill(node)) => self.on_kill_timer(node, &mut out),
+            Event::Timer(TimerId::Watchdog(node)) => self.on_watchdog_timer(node, now, &mut out),
             Event::Stop => self.on_stop(&mut out),
         }
         self.settle(&mut out);
         out
     }
 
-    /// Every node, in node order.
+    /// Every node of the graph, in order.
     pub fn status(&self) -> Vec<NodeStatus> {
-        self.nodes.iter().map(Node::status).collect()
+        self.present().map(|(_, node)| node.status()).collect()
+    }
+
+    /// The ids of the nodes in the graph, in the order of [`Graph::status`].
+    pub fn ids(&self) -> &[NodeId] {
+        &self.order
     }
 
     /// The node whose current process has this pid.
@@ -162,7 +193,7 @@ impl Graph {
     }
 
     pub fn node_by_name(&self, name: &str) -> Option<NodeId> {
-        self.nodes.iter().position(|node| node.spec.name == name)
+        self.present().find(|(_, node)| node.spec.name == name).map(|(id, _)| id)
     }
 
     /// The node's name; `?` for an id that is not in the graph.
@@ -182,11 +213,14 @@ impl Graph {
             return;
         }
         if let Some(code) = self.shutdown {
+            self.resolve_fates(out);
             self.advance_shutdown(out);
             if !self.nodes.iter().any(|node| node.state.is_active()) {
                 self.finish(code, out);
             }
         } else if self.started {
+            self.resolve_fates(out);
+            self.advance_retirement(out);
             self.advance_pending(out);
             if let Some(code) = self.natural_end() {
                 self.finish(code, out);
@@ -200,11 +234,11 @@ impl Graph {
     /// a graph with a node the operator stopped (`stopped` is not at rest outside shutdown): the
     /// operator may start it again.
     fn natural_end(&self) -> Option<i32> {
-        if self.nodes.is_empty() || !self.nodes.iter().all(|node| node.state.is_at_rest()) {
+        if self.order.is_empty() || !self.present().all(|(_, node)| node.state.is_at_rest()) {
             return None;
         }
         let clean =
-            self.nodes.iter().all(|node| matches!(node.state, NodeState::Completed | NodeState::Disabled));
+            self.present().all(|(_, node)| matches!(node.state, NodeState::Completed | NodeState::Disabled));
         Some(if clean { 0 } else { 1 })
     }
 
@@ -221,11 +255,7 @@ impl Graph {
         }
         self.started = true;
         for (id, node) in self.nodes.iter_mut().enumerate() {
-            if node.spec.disabled {
-                node.state = NodeState::Disabled;
-                node.reason = Some("disabled".to_string());
-                note(out, id, NoteLevel::Info, "disabled");
-            }
+            disable_if_configured(id, node, out);
         }
     }
 
@@ -234,7 +264,8 @@ impl Graph {
     fn advance_pending(&mut self, out: &mut Vec<Action>) {
         loop {
             let mut skipped_any = false;
-            for id in 0..self.nodes.len() {
+            for index in 0..self.order.len() {
+                let Some(&id) = self.order.get(index) else { break };
                 let gate = match self.nodes.get(id) {
                     Some(node) if node.state == NodeState::Pending => conditions::gate(node, &self.nodes),
                     _ => continue,
@@ -267,7 +298,7 @@ impl Graph {
             node.state = NodeState::Starting;
             node.pid = None;
             node.spawned_at = None;
-            node.liveness_failed = false;
+            node.check_failed = None;
             node.killed = false;
             node.operator_stop = None;
             out.push(Action::Spawn { node: id });
@@ -288,6 +319,7 @@ impl Graph {
         node.readiness = Default::default();
         node.liveness = Default::default();
         node.reason = None;
+        node.status_text = None;
         note(out, id, NoteLevel::Info, format!("started (pid {pid})"));
         if node.state == NodeState::Stopping {
             out.push(if node.killed { Action::Kill { node: id } } else { Action::Stop { node: id } });
@@ -295,6 +327,10 @@ impl Graph {
         }
         if node.has_probes() {
             out.push(Action::StartProbes { node: id });
+        }
+        if let Some(period) = node.spec.watchdog {
+            node.watchdog_deadline = Some(now + period);
+            out.push(Action::ArmTimer { timer: TimerId::Watchdog(id), after: period });
         }
         if !node.has_readiness_criterion() {
             node.state = NodeState::Running;
@@ -341,12 +377,81 @@ impl Graph {
             return;
         }
         let message = format!("liveness probe failed {} times in a row; stopping it", node.liveness.fails);
+        self.stop_failed(id, FailedCheck::Liveness, &message, out);
+    }
+
+    /// A health check failed: the node is stopped, and its end will count as a failure for the
+    /// restart policy, whatever its code.
+    fn stop_failed(&mut self, id: NodeId, check: FailedCheck, message: &str, out: &mut Vec<Action>) {
+        let Some(node) = self.nodes.get_mut(id) else {
+            return;
+        };
         note(out, id, NoteLevel::Warn, message);
-        node.liveness_failed = true;
+        node.check_failed = Some(check);
+        if node.probes_running() {
+            out.push(Action::StopProbes { node: id });
+        }
+        if node.watchdog_deadline.take().is_some() {
+            out.push(Action::CancelTimer { timer: TimerId::Watchdog(id) });
+        }
         node.state = NodeState::Stopping;
-        out.push(Action::StopProbes { node: id });
         out.push(Action::Stop { node: id });
         out.push(Action::ArmTimer { timer: TimerId::Kill(id), after: node.spec.shutdown_timeout });
+    }
+
+    /// A notification from the node's process (the runtime checked the sender). `READY=1` makes
+    /// a starting (or no longer ready) node `ready`; `STATUS=` is kept for `status`;
+    /// `WATCHDOG=1` moves the watchdog's deadline; `STOPPING=1` makes a ready node not ready.
+    /// Only nodes with `notify` that run a process take notifications.
+    fn on_notice(&mut self, id: NodeId, notice: Notice, now: Instant, out: &mut Vec<Action>) {
+        let Some(node) = self
+            .nodes
+            .get_mut(id)
+            .filter(|node| node.spec.notify && node.pid.is_some() && node.state.is_live())
+        else {
+            return;
+        };
+        match notice {
+            Notice::Ready if node.state != NodeState::Ready => become_ready(id, node, out),
+            Notice::Ready => {}
+            Notice::Status(text) => node.status_text = Some(text),
+            Notice::Watchdog => {
+                if let Some(period) = node.spec.watchdog {
+                    node.watchdog_deadline = Some(now + period);
+                    out.push(Action::ArmTimer { timer: TimerId::Watchdog(id), after: period });
+                }
+            }
+            Notice::Stopping if node.state == NodeState::Ready => {
+                node.state = NodeState::Running;
+                let why = "the process said it is stopping (STOPPING=1)";
+                note(out, id, NoteLevel::Info, format!("not ready: {why}"));
+                node.reason = Some(why.to_string());
+            }
+            Notice::Stopping => {}
+        }
+    }
+
+    /// The watchdog ran out: no `WATCHDOG=1` within `watchdog` of the last one (or of the
+    /// start). A timer that fires before the deadline is stale (a ping re-armed it meanwhile);
+    /// during shutdown nothing is restarted, so the watchdog is ignored too.
+    fn on_watchdog_timer(&mut self, id: NodeId, now: Instant, out: &mut Vec<Action>) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let Some(node) = self.nodes.get(id).filter(|node| node.pid.is_some() && node.state.is_live()) else {
+            return;
+        };
+        let (Some(deadline), Some(period)) = (node.watchdog_deadline, node.spec.watchdog) else {
+            return;
+        };
+        if now < deadline {
+            return;
+        }
+        if let Some(node) = self.nodes.get_mut(id) {
+            node.watchdog_deadline = None;
+        }
+        let message = format!("no WATCHDOG=1 within {}; stopping it", notes::secs(period));
+        self.stop_failed(id, FailedCheck::Watchdog, &message, out);
     }
 
     /// The node printed its ready line: it counts for `process_log_ready`, and makes the node
@@ -370,6 +475,16 @@ impl Graph {
         {
             self.spawn(id, out);
         }
+    }
+}
+
+/// A pending node that is `disabled` in its spec becomes `disabled` (at `Start`, or when a
+/// reload adds or redefines it).
+pub(super) fn disable_if_configured(id: NodeId, node: &mut Node, out: &mut Vec<Action>) {
+    if node.spec.disabled && node.state == NodeState::Pending {
+        node.state = NodeState::Disabled;
+        node.reason = Some("disabled".to_string());
+        note(out, id, NoteLevel::Info, "disabled");
     }
 }
 
@@ -712,6 +827,141 @@ mod tests {
         assert_eq!(h.status(0).exit_code, Some(137));
     }
 
+    fn notify(node: NodeId, notice: Notice) -> Event {
+        Event::Notify { node, notice }
+    }
+
+    fn arm_watchdog(node: NodeId, after: std::time::Duration) -> Action {
+        Action::ArmTimer { timer: TimerId::Watchdog(node), after }
+    }
+
+    #[test]
+    fn ready_1_makes_a_notify_node_ready_and_starts_its_healthy_dependents_then() {
+        let db = spec_with("db", |s| s.notify = true);
+        let mut h = Harness::new(vec![db, after("app", &[(0, Healthy)]), after("web", &[(0, Started)])]);
+        assert_eq!(h.start(), vec![spawn(0)]);
+        assert_eq!(h.spawned(0, 10), vec![info(0, "started (pid 10)"), spawn(2)]);
+        assert_eq!((h.state(0), h.status(0).ready), (NodeState::Starting, false));
+        h.advance(secs(3));
+        assert_eq!(h.ev(notify(0, Notice::Status("loading".into()))), vec![]);
+        assert_eq!(h.status(0).status_text.as_deref(), Some("loading"));
+        assert_eq!(h.state(1), NodeState::Pending, "not ready yet");
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![info(0, "ready"), spawn(1)]);
+        assert_eq!((h.state(0), h.status(0).ready), (NodeState::Ready, true));
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![], "a second READY=1 changes nothing");
+    }
+
+    #[test]
+    fn stopping_1_takes_readiness_away_and_ready_1_gives_it_back() {
+        let mut h = Harness::started(vec![spec_with("db", |s| s.notify = true)]);
+        h.spawned(0, 10);
+        h.ev(notify(0, Notice::Ready));
+        assert_eq!(
+            h.ev(notify(0, Notice::Stopping)),
+            vec![info(0, "not ready: the process said it is stopping (STOPPING=1)")]
+        );
+        let status = h.status(0);
+        assert_eq!((status.state, status.ready), (NodeState::Running, false));
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![info(0, "ready")]);
+        assert_eq!(h.status(0).reason, None);
+    }
+
+    #[test]
+    fn notifications_count_only_for_notify_nodes_with_a_process() {
+        let mut h = Harness::started(vec![spec_with("db", |s| s.notify = true), spec("plain")]);
+        assert_eq!(h.ev(notify(0, Notice::Ready)), vec![], "the spawn is not answered yet");
+        assert_eq!(h.state(0), NodeState::Starting);
+        h.spawned(1, 11);
+        assert_eq!(h.ev(notify(1, Notice::Status("hi".into()))), vec![]);
+        assert_eq!(h.status(1).status_text, None, "`plain` does not take notifications");
+        assert_eq!(h.ev(notify(9, Notice::Ready)), vec![]);
+    }
+
+    #[test]
+    fn the_status_text_belongs_to_the_current_process() {
+        let db = spec_with("db", |s| {
+            s.notify = true;
+            s.restart = RestartPolicy::Always;
+        });
+        let mut h = Harness::started(vec![db]);
+        h.spawned(0, 10);
+        h.ev(notify(0, Notice::Status("serving 3 clients".into())));
+        h.exit(0, 1);
+        assert_eq!(h.status(0).status_text.as_deref(), Some("serving 3 clients"), "kept after the end");
+        h.fire(TimerId::Restart(0));
+        h.spawned(0, 11);
+        assert_eq!(h.status(0).status_text, None);
+    }
+
+    #[test]
+    fn a_watchdog_without_pings_stops_the_node_and_its_end_counts_as_a_failure() {
+        let db = spec_with("db", |s| {
+            s.notify = true;
+            s.watchdog = Some(secs(5));
+            s.restart = RestartPolicy::OnFailure;
+        });
+        let mut h = Harness::started(vec![db]);
+        assert_eq!(h.spawned(0, 10), vec![info(0, "started (pid 10)"), arm_watchdog(0, secs(5))]);
+        h.advance(secs(4));
+        assert_eq!(h.ev(notify(0, Notice::Watchdog)), vec![arm_watchdog(0, secs(5))]);
+        h.advance(secs(4));
+        assert_eq!(h.fire(TimerId::Watchdog(0)), vec![], "a stale timer: the ping moved the deadline");
+        h.advance(secs(1));
+        assert_eq!(
+            h.fire(TimerId::Watchdog(0)),
+            vec![
+                warn(0, "no WATCHDOG=1 within 5s; stopping it"),
+                Action::Stop { node: 0 },
+                arm_kill(0, secs(10)),
+            ]
+        );
+        assert_eq!(h.state(0), NodeState::Stopping);
+        assert_eq!(h.ev(notify(0, Notice::Watchdog)), vec![], "too late");
+        assert_eq!(
+            h.exit(0, 0),
+            vec![
+                Action::CancelTimer { timer: TimerId::Kill(0) },
+                warn(0, "exited with code 0 after its watchdog ran out"),
+                info(0, "restarting in 1s (restart 1)"),
+                arm_restart(0, secs(1)),
+            ]
+        );
+        h.fire(TimerId::Restart(0));
+        assert_eq!(h.spawned(0, 11), vec![info(0, "started (pid 11)"), arm_watchdog(0, secs(5))]);
+    }
+
+    #[test]
+    fn the_watchdog_is_cancelled_when_the_node_stops_or_ends() {
+        let db = spec_with("db", |s| {
+            s.notify = true;
+            s.watchdog = Some(secs(5));
+        });
+        let mut h = Harness::started(vec![db, spec("other")]);
+        h.spawned(0, 10);
+        h.spawned(1, 11);
+        assert_eq!(
+            quiet(h.exit(0, 0)),
+            vec![Action::CancelTimer { timer: TimerId::Watchdog(0) }],
+            "ended on its own"
+        );
+        h.advance(secs(9));
+        assert_eq!(h.fire(TimerId::Watchdog(0)), vec![]);
+        h.graph.control(0, crate::graph::ControlCommand::Start, h.now).unwrap();
+        h.spawned(0, 12);
+        assert_eq!(
+            quiet(h.stop()),
+            vec![
+                Action::CancelTimer { timer: TimerId::Watchdog(0) },
+                Action::Stop { node: 0 },
+                arm_kill(0, secs(10)),
+                Action::Stop { node: 1 },
+                arm_kill(1, secs(10)),
+            ]
+        );
+        h.advance(secs(9));
+        assert_eq!(h.fire(TimerId::Watchdog(0)), vec![], "nothing during shutdown");
+    }
+
     #[test]
     fn status_reports_every_node_in_order() {
         let mut h = Harness::started(vec![spec("a"), spec_with("b", |s| s.readiness = thresholds(1, 1))]);
@@ -728,6 +978,7 @@ mod tests {
                     exit_code: None,
                     ready: true,
                     reason: None,
+                    status_text: None,
                     since: Some(h.now),
                 },
                 NodeStatus {
@@ -738,6 +989,7 @@ mod tests {
                     exit_code: None,
                     ready: false,
                     reason: None,
+                    status_text: None,
                     since: Some(h.now),
                 },
             ]

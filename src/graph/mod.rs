@@ -17,6 +17,7 @@ mod machine;
 mod notes;
 #[cfg(test)]
 mod random_tests;
+mod reconfigure;
 mod restart;
 mod shutdown;
 mod spec;
@@ -25,7 +26,8 @@ mod state;
 mod testkit;
 
 pub use control::ControlCommand;
-pub use event::{Action, Event, NoteLevel, ProbeKind, TimerId};
+pub use event::{Action, Event, NoteLevel, Notice, ProbeKind, TimerId};
 pub use machine::Graph;
+pub use reconfigure::{Change, NodeChange, Reconfigured};
 pub use spec::{BACKOFF_CAP, BACKOFF_RESET_AFTER, NodeId, NodeSpec, Thresholds};
 pub use state::{NodeState, NodeStatus};

@@ -1,15 +1,17 @@
 //! A property-style test: random small graphs fed deterministic pseudo-random event sequences
 //! (a simple LCG, so a failure reproduces from its seed) by a model runtime that keeps the
 //! runtime's side of the contract (it answers every spawn at once and routes exits by pid),
-//! mixed with events the graph must ignore and with the operator's control commands. The graph
-//! must never panic, keep its status consistent, refuse commands once stopping, and, after a
-//! Stop and the exit of every process, end in exactly one `Finished`.
+//! mixed with events the graph must ignore, with notifications, with the operator's control
+//! commands and with reloads of other random graphs (names overlap, so nodes are kept, changed,
+//! added and removed). The graph must never panic, keep its status consistent, refuse commands
+//! and reloads once stopping, match each reload's dry run, and, after a Stop and the exit of
+//! every process, end in exactly one `Finished`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use super::control::ControlCommand;
-use super::event::{Action, Event, ProbeKind, TimerId};
+use super::event::{Action, Event, Notice, ProbeKind, TimerId};
 use super::machine::Graph;
 use super::spec::{Condition, NodeId, NodeSpec, RestartPolicy};
 use super::state::NodeState;
@@ -78,6 +80,8 @@ fn random_graph(rng: &mut Lcg) -> Vec<NodeSpec> {
             };
             node.liveness = if rng.one_in(3) { thresholds(1, 1 + rng.below(2) as u32) } else { None };
             node.has_ready_log_line = rng.one_in(3);
+            node.notify = rng.one_in(4);
+            node.watchdog = if node.notify && rng.one_in(2) { Some(Duration::from_secs(5)) } else { None };
             node.disabled = rng.one_in(8);
             node.main = main_rank == Some(rank);
             node.backoff = Duration::from_millis(rng.below(3000) as u64);
@@ -99,6 +103,31 @@ struct Model {
     finished: usize,
     stop_sent: bool,
     seed: u64,
+    /// The main process's name, if the graph has one: every reload keeps it, as the runtime does.
+    main: Option<String>,
+    /// Ids given out so far, removed nodes included.
+    next_id_hint: usize,
+    /// Nodes a reload removed for good: no action may name them again.
+    forgotten: HashSet<NodeId>,
+}
+
+/// The node an action is about, if any.
+fn subject(action: &Action) -> Option<NodeId> {
+    match action {
+        Action::Spawn { node }
+        | Action::StartProbes { node }
+        | Action::StopProbes { node }
+        | Action::Stop { node }
+        | Action::Kill { node }
+        | Action::Note { node, .. }
+        | Action::Redefine { node }
+        | Action::Forget { node } => Some(*node),
+        Action::ArmTimer {
+            timer: TimerId::Restart(node) | TimerId::Kill(node) | TimerId::Watchdog(node),
+            ..
+        } => Some(*node),
+        Action::CancelTimer { .. } | Action::Finished { .. } => None,
+    }
 }
 
 impl Model {
@@ -118,6 +147,9 @@ impl Model {
 
     fn execute(&mut self, action: Action) {
         let seed = self.seed;
+        if let Some(node) = subject(&action) {
+            assert!(!self.forgotten.contains(&node), "seed {seed}: {action:?} for a forgotten node");
+        }
         match action {
             Action::Spawn { node } => {
                 assert!(!self.stop_sent, "seed {seed}: spawn of {node} after Stop");
@@ -144,7 +176,11 @@ impl Model {
                     status.iter().filter(|node| node.state.is_live() || node.state == NodeState::Stopping);
                 assert_eq!(active.count(), 0, "seed {seed}: finished with {status:?}");
             }
+            Action::Forget { node } => {
+                self.forgotten.insert(node);
+            }
             Action::StartProbes { .. }
+            | Action::Redefine { .. }
             | Action::StopProbes { .. }
             | Action::Stop { .. }
             | Action::Kill { .. }
@@ -156,7 +192,8 @@ impl Model {
     fn check_status(&self) {
         let seed = self.seed;
         assert!(self.finished <= 1, "seed {seed}: more than one Finished");
-        for (id, node) in self.graph.status().into_iter().enumerate() {
+        assert_eq!(self.graph.ids().len(), self.graph.status().len(), "seed {seed}");
+        for (&id, node) in self.graph.ids().iter().zip(self.graph.status()) {
             if let Some(pid) = node.pid {
                 assert!(node.state.is_live() || node.state == NodeState::Stopping, "seed {seed}: {node:?}");
                 assert_eq!(self.graph.node_by_pid(pid), Some(id), "seed {seed}");
@@ -212,7 +249,7 @@ impl Model {
             !actions.iter().any(|action| matches!(action, Action::Finished { .. })),
             "seed {seed}: {command:?} of {node} finished: {actions:?}"
         );
-        let state = self.graph.status().get(node).map(|status| status.state);
+        let state = self.state_of(node);
         let expected: &[NodeState] = match command {
             ControlCommand::Start => &[NodeState::Starting],
             ControlCommand::Stop => &[NodeState::Stopping, NodeState::Stopped],
@@ -227,6 +264,50 @@ impl Model {
         }
     }
 
+    fn state_of(&self, node: NodeId) -> Option<NodeState> {
+        let index = self.graph.ids().iter().position(|&id| id == node)?;
+        self.graph.status().get(index).map(|status| status.state)
+    }
+
+    /// One more than the largest node id so far (ids are never reused).
+    fn id_bound(&self) -> usize {
+        self.graph.ids().iter().max().map_or(0, |id| id + 1).max(self.next_id_hint)
+    }
+
+    /// A reload with another random graph (names `n0`.. overlap with the current ones) and a
+    /// random set of launch changes; it must match its dry run, and be refused once stopping.
+    fn random_reload(&mut self) {
+        let seed = self.seed;
+        let mut specs = random_graph(&mut self.rng);
+        for spec in &mut specs {
+            spec.main = false;
+            if Some(&spec.name) == self.main.as_ref() {
+                spec.name.push_str("-service");
+            }
+        }
+        if let Some(main) = &self.main {
+            let mut node = spec(main);
+            node.main = true;
+            specs.push(node);
+        }
+        let changed: BTreeSet<String> =
+            specs.iter().filter(|_| self.rng.one_in(4)).map(|spec| spec.name.clone()).collect();
+        let finished = self.graph.is_finished();
+        let dry = self.graph.plan_reconfigure(&specs, &changed);
+        let result = self.graph.reconfigure(specs, &changed, self.now);
+        self.check_status();
+        let Ok(done) = result else {
+            assert!(dry.is_err(), "seed {seed}: the dry run was accepted");
+            return;
+        };
+        assert!(!self.stop_sent && !finished, "seed {seed}: reload accepted while stopping");
+        assert_eq!(dry.ok(), Some(done.changes.clone()), "seed {seed}");
+        self.next_id_hint = self.next_id_hint.max(done.ids.iter().max().map_or(0, |id| id + 1));
+        for action in done.actions {
+            self.execute(action);
+        }
+    }
+
     fn random_status(&mut self) -> ExitStatus {
         match self.rng.below(6) {
             0 => ExitStatus::Signal(9),
@@ -237,12 +318,13 @@ impl Model {
         }
     }
 
-    fn random_step(&mut self, nodes: usize) {
+    fn random_step(&mut self) {
+        let nodes = self.id_bound();
         self.now += Duration::from_millis(self.rng.below(90_000) as u64);
         // Ids one past the end too: the graph must ignore them.
         let node = self.rng.below(nodes + 1);
         let ok = self.rng.one_in(2);
-        match self.rng.below(14) {
+        match self.rng.below(16) {
             0 | 1 => {
                 let status = self.random_status();
                 self.exit_one(status);
@@ -269,6 +351,16 @@ impl Model {
                 self.feed(Event::Stop);
             }
             11 | 12 => self.random_control(node),
+            13 if self.rng.one_in(2) => self.random_reload(),
+            14 => {
+                let notice = match self.rng.below(4) {
+                    0 => Notice::Ready,
+                    1 => Notice::Watchdog,
+                    2 => Notice::Stopping,
+                    _ => Notice::Status("busy".into()),
+                };
+                self.feed(Event::Notify { node, notice });
+            }
             _ => self.feed(Event::Start),
         }
     }
@@ -279,7 +371,8 @@ fn random_event_sequences_never_panic_and_end_in_exactly_one_finished() {
     for seed in 0..400u64 {
         let mut rng = Lcg(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1));
         let specs = random_graph(&mut rng);
-        let nodes = specs.len();
+        let main = specs.iter().find(|spec| spec.main).map(|spec| spec.name.clone());
+        let next_id_hint = specs.len();
         let mut model = Model {
             graph: Graph::new(specs),
             rng,
@@ -290,10 +383,13 @@ fn random_event_sequences_never_panic_and_end_in_exactly_one_finished() {
             finished: 0,
             stop_sent: false,
             seed,
+            main,
+            next_id_hint,
+            forgotten: HashSet::new(),
         };
         model.feed(Event::Start);
         for _ in 0..80 {
-            model.random_step(nodes);
+            model.random_step();
         }
         model.stop_sent = true;
         model.feed(Event::Stop);

@@ -84,6 +84,9 @@ impl Graph {
         if node.probes_running() {
             out.push(Action::StopProbes { node: id });
         }
+        if node.watchdog_deadline.take().is_some() {
+            out.push(Action::CancelTimer { timer: TimerId::Watchdog(id) });
+        }
         // A node whose spawn is not answered yet has nothing to signal: `Spawned` will stop it.
         if node.pid.is_some() {
             out.push(Action::Stop { node: id });

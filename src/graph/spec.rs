@@ -29,6 +29,11 @@ pub struct NodeSpec {
     pub liveness: Option<Thresholds>,
     /// Readiness is (also) a log line; `process_log_ready` needs it.
     pub has_ready_log_line: bool,
+    /// Readiness is the process's own `READY=1` notification (systemd's notify protocol).
+    pub notify: bool,
+    /// The process must send `WATCHDOG=1` at least this often while it runs, or it is stopped
+    /// (and restarted by its policy) as after a failed liveness probe.
+    pub watchdog: Option<Duration>,
     /// Time between the stop request (signal or shutdown command) and SIGKILL.
     pub shutdown_timeout: Duration,
     /// Never started; dependents are skipped.

@@ -89,6 +89,8 @@ pub struct NodeStatus {
     pub ready: bool,
     /// Why it is skipped, failed, restarting, stopped by the operator or not ready; for people.
     pub reason: Option<String>,
+    /// The last `STATUS=` text the current process sent (notify nodes).
+    pub status_text: Option<String>,
     /// When the current process was spawned (the `Spawned` event's time); `None` while no
     /// process runs. The runtime shows the uptime from it.
     #[serde(skip)]
@@ -102,6 +104,23 @@ pub(super) enum OperatorStop {
     Stay,
     /// `restart`: it is spawned again at once, without backoff.
     Restart,
+}
+
+/// A health check whose failure stopped the node; its end then counts as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FailedCheck {
+    Liveness,
+    Watchdog,
+}
+
+impl FailedCheck {
+    /// How the end is described: `exited with code 0 after failing its liveness probe`.
+    pub fn after(self) -> &'static str {
+        match self {
+            Self::Liveness => "after failing its liveness probe",
+            Self::Watchdog => "after its watchdog ran out",
+        }
+    }
 }
 
 /// Consecutive results of one probe.
@@ -148,12 +167,38 @@ pub(super) struct Node {
     pub ever_log_ready: bool,
     pub readiness: Streak,
     pub liveness: Streak,
-    /// It is stopping because its liveness probe failed: its exit counts as a failure.
-    pub liveness_failed: bool,
+    /// It is stopping because a health check failed: its exit counts as a failure.
+    pub check_failed: Option<FailedCheck>,
+    /// The last `STATUS=` text of the current process.
+    pub status_text: Option<String>,
+    /// When the watchdog of the current process runs out (each `WATCHDOG=1` moves it). A
+    /// watchdog timer that fires before it is stale and ignored.
+    pub watchdog_deadline: Option<Instant>,
     /// SIGKILL was sent while stopping: the next kill timer gives up on it (during shutdown).
     pub killed: bool,
     /// Set by the operator's `stop` or `restart` until the node is spawned again.
     pub operator_stop: Option<OperatorStop>,
+    /// A reload removed or redefined the node: what happens once its process is gone.
+    pub fate: Option<Fate>,
+}
+
+/// What a reload decided for a node whose process must go first.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Fate {
+    /// Removed from the configuration: it leaves the graph.
+    Remove,
+    /// Its definition changed: it starts afresh with this spec.
+    Replace(Box<NodeSpec>),
+}
+
+impl Fate {
+    /// For messages: `web is being removed by a reload`.
+    pub fn doing(&self) -> &'static str {
+        match self {
+            Self::Remove => "being removed",
+            Self::Replace(_) => "being redefined",
+        }
+    }
 }
 
 impl Node {
@@ -173,9 +218,12 @@ impl Node {
             ever_log_ready: false,
             readiness: Streak::default(),
             liveness: Streak::default(),
-            liveness_failed: false,
+            check_failed: None,
+            status_text: None,
+            watchdog_deadline: None,
             killed: false,
             operator_stop: None,
+            fate: None,
         }
     }
 
@@ -183,10 +231,10 @@ impl Node {
         self.spec.readiness.is_some() || self.spec.liveness.is_some()
     }
 
-    /// A readiness probe or a ready log line decides when it is ready; without either it is
-    /// ready as soon as it runs.
+    /// A readiness probe, a ready log line or the process's `READY=1` decides when it is ready;
+    /// without any it is ready as soon as it runs.
     pub fn has_readiness_criterion(&self) -> bool {
-        self.spec.readiness.is_some() || self.spec.has_ready_log_line
+        self.spec.readiness.is_some() || self.spec.has_ready_log_line || self.spec.notify
     }
 
     pub fn is_ready(&self) -> bool {
@@ -216,6 +264,7 @@ impl Node {
             exit_code: self.exit_code,
             ready: self.is_ready(),
             reason: self.reason.clone(),
+            status_text: self.status_text.clone(),
             since: self.pid.and(self.spawned_at),
         }
     }

@@ -24,6 +24,8 @@ pub(super) fn spec(name: &str) -> NodeSpec {
         readiness: None,
         liveness: None,
         has_ready_log_line: false,
+        notify: false,
+        watchdog: None,
         shutdown_timeout: Duration::from_secs(10),
         disabled: false,
         main: false,

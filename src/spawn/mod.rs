@@ -45,8 +45,21 @@ impl Environment {
         own.or_else(|| self.base.get(OsStr::new(key)).map(OsString::as_os_str))
     }
 
+    /// The variables as the process gets them, later ones winning: what two environments are
+    /// compared by.
+    fn effective(&self) -> BTreeMap<&OsStr, &OsStr> {
+        let base = self.base.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()));
+        base.chain(self.own.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))).collect()
+    }
+
     fn apply(&self, command: &mut Command) {
         command.env_clear().envs(self.base.iter()).envs(self.own.iter().map(|(k, v)| (k, v)));
+    }
+}
+
+impl PartialEq for Environment {
+    fn eq(&self, other: &Self) -> bool {
+        self.effective() == other.effective()
     }
 }
 

@@ -29,6 +29,7 @@ pub fn status(statuses: Vec<NodeStatus>, now: Instant, platform: Option<&Platfor
             exit_code: status.exit_code,
             ready: status.ready,
             reason: status.reason,
+            status_text: status.status_text,
         })
         .collect();
     StatusReport { nodes, platform: platform.cloned(), gpu, tailscale }
@@ -57,17 +58,17 @@ pub fn health(statuses: &[NodeStatus]) -> HealthReport {
 /// The last `lines` lines of one node (or of all, interleaved by time), and when following,
 /// a stream of the lines to come.
 pub fn logs(
-    nodes: &[Node],
+    nodes: &[&Node],
     name: Option<&str>,
     lines: usize,
     live: Option<broadcast::Receiver<Arc<Batch>>>,
 ) -> Answer {
     let chosen: Vec<&Node> = match name {
         Some(name) => match nodes.iter().find(|node| &*node.name == name) {
-            Some(node) => vec![node],
+            Some(node) => vec![*node],
             None => return Answer::One(unknown_node(nodes, name)),
         },
-        None => nodes.iter().collect(),
+        None => nodes.to_vec(),
     };
     let mut history: Vec<(std::time::SystemTime, LogLine)> = Vec::new();
     for node in &chosen {
@@ -114,7 +115,7 @@ fn follow(mut live: broadcast::Receiver<Arc<Batch>>, name: Option<String>) -> mp
 }
 
 /// The refusal for a name that is not a node, listing the names that are.
-pub fn unknown_node(nodes: &[Node], name: &str) -> Response {
+pub fn unknown_node(nodes: &[&Node], name: &str) -> Response {
     let known: Vec<&str> = nodes.iter().map(|node| &*node.name).collect();
     let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
     Response::Error { message: format!("no node named `{name}`; the nodes are: {known}") }

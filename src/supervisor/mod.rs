@@ -3,11 +3,15 @@
 //! The graph ([`crate::graph`]) decides; this module executes: it spawns processes and pumps
 //! their output, runs probes, arms timers, signals process groups, reaps (routing each exit
 //! status to its owner by pid: a node, an exec probe, a shutdown command, or nobody for an
-//! orphan), forwards signals to the main process, and feeds every result back to the graph as
-//! an event. When the graph has finished, the leftovers are drained and the exit code returned.
+//! orphan), forwards signals to the main process, checks and passes on notifications
+//! (`notify.rs`), reloads the configuration (`reload.rs`), and feeds every result back to the
+//! graph as an event. When the graph has finished, the leftovers are drained and the exit code
+//! returned.
 
 mod answers;
 pub mod nodes;
+mod notices;
+mod reload;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -26,13 +30,15 @@ use crate::control::{Answer, Ask, Request, Response};
 use crate::exit_code;
 use crate::graph::{Action, ControlCommand, Event, Graph, NodeId, NoteLevel, ProbeKind, TimerId};
 use crate::logs::{Batch, Output, PumpTarget, ReadyLine, Stream, pump};
+use crate::notify::Datagram;
 use crate::pid1::reaper;
 use crate::pid1::signals::{self, Signals, TERMINAL_HOUSEKEEPING};
 use crate::pid1::{self, is_stop_request};
 use crate::probe::{self, ExecContext, ProbeExits};
 use crate::runtime::Platform;
 use crate::spawn;
-pub use nodes::{MAIN_NAME, Node};
+pub use nodes::{MAIN_NAME, Node, Nodes};
+pub use reload::ReloadSource;
 
 /// Settings of the loop that are not per node.
 #[derive(Debug, Clone)]
@@ -47,7 +53,8 @@ pub struct Settings {
 }
 
 /// Runs the graph to its end, answering control requests from `control` meanwhile, drains the
-/// leftovers, and returns the exit code.
+/// leftovers, and returns the exit code. `source` is what a reload reads again.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     mut signals: Signals,
     graph: Graph,
@@ -55,13 +62,19 @@ pub async fn run(
     output: Output,
     settings: Settings,
     control: mpsc::Receiver<Ask>,
+    source: ReloadSource,
 ) -> i32 {
     let grace = settings.grace;
     let (events, inbox) = unbounded_channel();
     let (live, _) = broadcast::channel(LIVE_BATCHES);
+    let (notices, notice_inbox) = mpsc::channel(crate::notify::QUEUE);
     let mut supervisor = Supervisor {
         graph,
-        nodes,
+        nodes: Nodes::from(nodes),
+        redefinitions: HashMap::new(),
+        source,
+        notify_socket: None,
+        notices,
         output,
         settings,
         pids: HashMap::new(),
@@ -74,8 +87,10 @@ pub async fn run(
         live,
         finished: None,
     };
-    let code = supervisor.supervise(&mut signals, inbox, control).await;
+    supervisor.open_notify_socket_if_needed();
+    let code = supervisor.supervise(&mut signals, inbox, control, notice_inbox).await;
     supervisor.cancel_tasks();
+    supervisor.close_notify_socket();
     let code = pid1::drain_leftovers(&mut signals, code, grace).await;
     // Every process is gone now, so every pipe has reached its end: let the pumps pass on
     // what is still buffered in them (a process may have written its last lines just before
@@ -95,7 +110,17 @@ const PUMP_DRAIN: Duration = Duration::from_secs(2);
 
 struct Supervisor {
     graph: Graph,
-    nodes: Vec<Node>,
+    /// How to run each node, by graph id.
+    nodes: Nodes,
+    /// New definitions a reload gave nodes whose old process is still stopping; each takes its
+    /// node's place at the graph's `Redefine`.
+    redefinitions: HashMap<NodeId, Node>,
+    /// What a reload reads again.
+    source: ReloadSource,
+    /// The notify socket's path and its reader, once a notify node needs it.
+    notify_socket: Option<(std::path::PathBuf, JoinHandle<()>)>,
+    /// Where the notify socket's reader hands datagrams to the loop.
+    notices: mpsc::Sender<Datagram>,
     output: Output,
     settings: Settings,
     /// Live processes of nodes, by pid.
@@ -120,6 +145,7 @@ impl Supervisor {
         signals: &mut Signals,
         mut inbox: UnboundedReceiver<Event>,
         mut control: mpsc::Receiver<Ask>,
+        mut notices: mpsc::Receiver<Datagram>,
     ) -> i32 {
         self.feed(Event::Start);
         loop {
@@ -139,6 +165,7 @@ impl Supervisor {
                     let answer = self.answer(ask.request);
                     let _ = ask.reply.send(answer);
                 }
+                Some(datagram) = notices.recv() => self.on_datagram(datagram),
             }
         }
     }
@@ -154,26 +181,39 @@ impl Supervisor {
             ))),
             Request::Health => Answer::One(Response::Health(answers::health(&self.graph.status()))),
             Request::Logs { name, lines, follow } => {
-                answers::logs(&self.nodes, name.as_deref(), lines, follow.then(|| self.live.subscribe()))
+                let live = follow.then(|| self.live.subscribe());
+                answers::logs(&self.current_nodes(), name.as_deref(), lines, live)
             }
             Request::Start { name } => self.command(&name, ControlCommand::Start, now),
             Request::Stop { name } => self.command(&name, ControlCommand::Stop, now),
             Request::Restart { name } => self.command(&name, ControlCommand::Restart, now),
+            Request::Reload { dry_run } => Answer::One(self.reload(dry_run)),
+        }
+    }
+
+    /// The nodes of the graph, in its order.
+    fn current_nodes(&self) -> Vec<&Node> {
+        self.graph.ids().iter().filter_map(|&id| self.nodes.get(id)).collect()
+    }
+
+    /// Executes actions decided outside [`Self::feed`] (a control command, a reload), then
+    /// feeds the events they cause.
+    fn execute_all(&mut self, actions: Vec<Action>) {
+        let follow_ups: Vec<Event> = actions.into_iter().filter_map(|a| self.execute(a)).collect();
+        for event in follow_ups {
+            self.feed(event);
         }
     }
 
     /// An operator's start, stop or restart of one node.
     fn command(&mut self, name: &str, command: ControlCommand, now: Instant) -> Answer {
         let Some(node) = self.graph.node_by_name(name) else {
-            return Answer::One(answers::unknown_node(&self.nodes, name));
+            return Answer::One(answers::unknown_node(&self.current_nodes(), name));
         };
         match self.graph.control(node, command, now) {
             Ok((message, actions)) => {
                 info!("{name}: {message} (operator request)");
-                let follow_ups: Vec<Event> = actions.into_iter().filter_map(|a| self.execute(a)).collect();
-                for event in follow_ups {
-                    self.feed(event);
-                }
+                self.execute_all(actions);
                 Answer::One(Response::Done { message: format!("{name}: {message}") })
             }
             Err(refusal) => Answer::One(Response::Error { message: refusal }),
@@ -194,11 +234,17 @@ impl Supervisor {
         } else if is_stop_request(signo) {
             info!("received {}: stopping", signals::name(signo));
             self.feed(Event::Stop);
+        } else if signo == nix::libc::SIGHUP {
+            // Without a main process to forward it to, SIGHUP means what it means to daemons:
+            // read the configuration again. The outcome goes to the log.
+            info!("received SIGHUP: reloading the configuration");
+            let _ = self.reload(false);
         }
     }
 
     fn live_main_pid(&self) -> Option<Pid> {
-        self.pids.iter().find(|(_, node)| self.nodes[**node].main).map(|(pid, _)| Pid::from_raw(*pid))
+        let main = |node: &NodeId| self.nodes.get(*node).is_some_and(|node| node.main);
+        self.pids.iter().find(|(_, node)| main(node)).map(|(pid, _)| Pid::from_raw(*pid))
     }
 
     /// Collects every ended child and hands its status to its owner.
@@ -208,7 +254,7 @@ impl Supervisor {
             if let Some(node) = self.pids.remove(&pid) {
                 self.feed(Event::Exited { node, status });
             } else if let Some(node) = self.shutdown_commands.remove(&pid) {
-                debug!("{}: shutdown command ended ({})", self.nodes[node].name, status);
+                debug!("{}: shutdown command ended ({})", self.nodes.name(node), status);
             } else if !self.probe_exits.deliver(pid, status) {
                 debug!("reaped orphan {pid} ({})", status);
             }
@@ -242,8 +288,18 @@ impl Supervisor {
                 }
             }
             Action::Finished { code } => self.finished = Some(code),
+            Action::Redefine { node } => {
+                if let Some(definition) = self.redefinitions.remove(&node) {
+                    self.nodes.set(node, definition);
+                }
+            }
+            Action::Forget { node } => {
+                self.stop_probes(node);
+                self.redefinitions.remove(&node);
+                self.nodes.remove(node);
+            }
             Action::Note { node, level, message } => {
-                let name = &self.nodes[node].name;
+                let name = self.nodes.name(node);
                 match level {
                     NoteLevel::Info => info!("{name}: {message}"),
                     NoteLevel::Warn => warn!("{name}: {message}"),
@@ -255,7 +311,16 @@ impl Supervisor {
     }
 
     fn spawn(&mut self, node: NodeId) -> Event {
-        let spec = &self.nodes[node];
+        // The graph spawns only nodes it has, and the runtime has a definition for each of
+        // them (a reload records them before the graph's actions run); should that ever fail,
+        // the node fails rather than PID 1.
+        let Some(spec) = self.nodes.get(node) else {
+            return Event::SpawnFailed {
+                node,
+                code: exit_code::INTERNAL,
+                reason: "no definition to run".into(),
+            };
+        };
         let launch = spawn::Spec {
             argv: &spec.argv,
             env: &spec.env,
@@ -271,8 +336,8 @@ impl Supervisor {
                 self.pids.insert(pid, node);
                 self.pumps.retain(|pump| !pump.is_finished());
                 for (fd, stream) in [(spawned.stdout, Stream::Stdout), (spawned.stderr, Stream::Stderr)] {
-                    if let Some(fd) = fd {
-                        self.pumps.push(tokio::spawn(pump(fd, self.pump_target(node, stream))));
+                    if let (Some(fd), Some(target)) = (fd, self.pump_target(node, stream)) {
+                        self.pumps.push(tokio::spawn(pump(fd, target)));
                     }
                 }
                 Event::Spawned { node, pid }
@@ -283,8 +348,8 @@ impl Supervisor {
         }
     }
 
-    fn pump_target(&self, node: NodeId, stream: Stream) -> PumpTarget {
-        let spec = &self.nodes[node];
+    fn pump_target(&self, node: NodeId, stream: Stream) -> Option<PumpTarget> {
+        let spec = self.nodes.get(node)?;
         let ready = spec.ready_log_line.clone().map(|pattern| {
             let events = self.events.clone();
             let notify: Box<dyn FnOnce() + Send> = Box::new(move || {
@@ -292,19 +357,19 @@ impl Supervisor {
             });
             ReadyLine { pattern, notify }
         });
-        PumpTarget {
+        Some(PumpTarget {
             name: spec.name.clone(),
             stream,
             output: self.output.clone(),
             recent: spec.recent.clone(),
             ready,
             live: self.live.clone(),
-        }
+        })
     }
 
     fn start_probes(&mut self, node: NodeId) {
         self.stop_probes(node);
-        let spec = &self.nodes[node];
+        let Some(spec) = self.nodes.get(node) else { return };
         let context = ExecContext {
             env: spec.env.clone(),
             credentials: spec.credentials.clone(),
@@ -331,7 +396,7 @@ impl Supervisor {
 
     /// The node's shutdown command, or its shutdown signal to its process group.
     fn stop(&mut self, node: NodeId) {
-        let spec = &self.nodes[node];
+        let Some(spec) = self.nodes.get(node) else { return };
         let Some(command) = spec.shutdown_command.clone() else {
             let signal = spec.shutdown_signal;
             self.signal_group(node, signal);
