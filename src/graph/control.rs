@@ -222,18 +222,6 @@ mod tests {
     use crate::graph::testkit::*;
     use crate::pid1::drain::AFTER_KILL;
 
-    fn spawn(node: NodeId) -> Action {
-        Action::Spawn { node }
-    }
-
-    fn stop(node: NodeId) -> Action {
-        Action::Stop { node }
-    }
-
-    fn cancel_kill(node: NodeId) -> Action {
-        Action::CancelTimer { timer: TimerId::Kill(node) }
-    }
-
     fn cancel_restart(node: NodeId) -> Action {
         Action::CancelTimer { timer: TimerId::Restart(node) }
     }

@@ -505,10 +505,6 @@ mod tests {
     use crate::graph::spec::RestartPolicy;
     use crate::graph::testkit::*;
 
-    fn spawn(node: NodeId) -> Action {
-        Action::Spawn { node }
-    }
-
     #[test]
     fn a_chain_starts_in_order_each_after_its_dependency_spawned() {
         let mut h = Harness::new(vec![spec("a"), after("b", &[(0, Started)]), after("c", &[(1, Started)])]);

@@ -337,18 +337,6 @@ mod tests {
     use crate::graph::spec::RestartPolicy;
     use crate::graph::testkit::*;
 
-    fn spawn(node: NodeId) -> Action {
-        Action::Spawn { node }
-    }
-
-    fn stop(node: NodeId) -> Action {
-        Action::Stop { node }
-    }
-
-    fn cancel_kill(node: NodeId) -> Action {
-        Action::CancelTimer { timer: TimerId::Kill(node) }
-    }
-
     fn planned(changes: &[NodeChange]) -> Vec<(&str, &str)> {
         changes.iter().map(|c| (c.name.as_str(), c.change.as_str())).collect()
     }

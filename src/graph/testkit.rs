@@ -32,6 +32,21 @@ pub(super) fn spec(name: &str) -> NodeSpec {
     }
 }
 
+/// The action that starts `node`.
+pub(super) fn spawn(node: NodeId) -> Action {
+    Action::Spawn { node }
+}
+
+/// The action that stops `node` (its signal or shutdown command).
+pub(super) fn stop(node: NodeId) -> Action {
+    Action::Stop { node }
+}
+
+/// The action that cancels `node`'s SIGKILL timer.
+pub(super) fn cancel_kill(node: NodeId) -> Action {
+    Action::CancelTimer { timer: TimerId::Kill(node) }
+}
+
 /// `spec(name)` changed by `edit`.
 pub(super) fn spec_with(name: &str, edit: impl FnOnce(&mut NodeSpec)) -> NodeSpec {
     let mut node = spec(name);
