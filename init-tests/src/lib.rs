@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+pub mod docker;
 pub mod recorded;
 
 /// The default bound for any wait in a test.

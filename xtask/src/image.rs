@@ -17,6 +17,16 @@ pub const TAG: &str = "nix2gpu-init:dev";
 /// Programs copied from this machine, at the same paths, with the libraries `ldd` lists.
 const PROGRAMS: [&str; 3] = ["/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/bin/ssh"];
 
+/// The rest of glibc that every glibc base image has and none of [`PROGRAMS`] links to:
+/// foreign programs need them, like the injected nvidia-smi and NVIDIA's libraries (which link
+/// to all four) in the Docker GPU test.
+const GLIBC_LIBRARIES: [&str; 4] = [
+    "/lib/x86_64-linux-gnu/libm.so.6",
+    "/lib/x86_64-linux-gnu/libdl.so.2",
+    "/lib/x86_64-linux-gnu/libpthread.so.0",
+    "/lib/x86_64-linux-gnu/librt.so.1",
+];
+
 const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
     sshd:x:100:65534:sshd privilege separation:/run/sshd:/bin/false\n\
     nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
@@ -42,6 +52,9 @@ pub fn build() -> Result<(), String> {
     install_busybox(&rootfs)?;
     for program in PROGRAMS {
         install_with_libraries(Path::new(program), &rootfs)?;
+    }
+    for library in GLIBC_LIBRARIES {
+        install(Path::new(library), &rootfs.join(library.trim_start_matches('/')))?;
     }
     write(&rootfs.join("etc/passwd"), PASSWD, 0o644)?;
     write(&rootfs.join("etc/group"), GROUP, 0o644)?;

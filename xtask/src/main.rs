@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`. See `cargo xtask help`.
 
 mod bench;
+mod demo;
 mod image;
 mod nvidia;
 mod static_build;
@@ -14,7 +15,8 @@ cargo xtask <task>
   build-static   build the static release binary and check that it is static
   test           fetch-nvidia, build-static, then every test of the workspace against that binary
   fetch-nvidia   download NVIDIA's userspace (Debian non-free) into target/nvidia/root
-  demo           run the init as PID 1 in fresh namespaces on a small demo
+  demo           the image's demo container in the local Docker engine (logs, status, an
+                 ordered stop), or without an engine the init as PID 1 of fresh namespaces
   image          build the container image nix2gpu-init:dev FROM scratch (static init,
                  busybox, OpenSSH, a demo config) into the local Docker engine
   bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         "build-static" => static_build::build().map(|path| println!("{}", path.display())),
         "test" => test(),
         "fetch-nvidia" => nvidia::fetch().map(drop),
-        "demo" => demo(),
+        "demo" => demo::run(),
         "image" => image::build(),
         "bench" => bench::run(std::env::args().nth(2).as_deref()),
         _ => {
@@ -106,29 +108,4 @@ impl Totals {
             }
         }
     }
-}
-
-/// `cargo xtask demo`: the init as PID 1 of a fresh PID namespace, running fixtures/demo.sh.
-fn demo() -> Result<(), String> {
-    let binary = static_build::build()?;
-    let script = root().join("fixtures/demo.sh");
-    println!(
-        "--- nix2gpu-init as PID 1 in a fresh PID and mount namespace, main process: {}",
-        script.display()
-    );
-    let status = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sh", "-c"])
-        .arg("mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /var && exec \"$@\"")
-        .arg("sh")
-        .arg(&binary)
-        .arg("--")
-        .arg("sh")
-        .arg(&script)
-        .status()
-        .map_err(|e| format!("cannot run unshare (util-linux): {e}"))?;
-    println!(
-        "--- the init exited with {} (the main process's code)",
-        status.code().map_or("a signal".into(), |c| c.to_string())
-    );
-    Ok(())
 }
