@@ -571,8 +571,8 @@ fn notes(results: &Results, ours: &Timings) -> Vec<String> {
              `cutime` and `cstime` (counted in clock ticks, hence the mean): ours {} against \
              nix2gpu's {}. Ours runs `nvidia-smi -L` and the NVML child at the same time (the \
              machine has {} CPUs), so its wall time is below the sum of its parts; each load of \
-             libnvidia-ml (nvidia-smi, the NVML child) costs about 15 ms of CPU here, mostly page \
-             faults in the memory NVML clears at load, on either side.",
+             libnvidia-ml (nvidia-smi, the NVML child) is a large part of either side's CPU time, \
+             mostly page faults in the memory NVML clears when it loads.",
             millis(ours.cpu_mean()),
             millis(results.of(Subject::Theirs).cpu_mean()),
             results.cpus,
