@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::nvml::GpuReport;
+use super::nvml::{Failure, GpuReport};
 use super::wait::{self, CONTROL_DEVICE, Found};
 use super::{bounded, driver, elf, ldcache, probe};
 use crate::config::builtins::{GpuNode, gpu_requested};
@@ -164,15 +164,18 @@ fn set_up(settings: &GpuNode, found: &Found) -> Report {
     }
     println!("{} libraries linked by soname ({} new links)", libraries.len(), links.made.len());
     update_loader(&dir);
-    let nvidia_smi = settings.patch_nvidia_smi.then(|| fix_nvidia_smi(settings, &dir)).flatten();
+    let fixed = settings.patch_nvidia_smi.then(|| fix_nvidia_smi(settings, &dir)).flatten();
     let library = dir.join(super::nvml::LIBRARY);
     let options = probe::Options {
         json: false,
         library: Some(if library.exists() { library } else { nvml.unwrap_or(library) }),
-        nvidia_smi: nvidia_smi.as_ref().map(|smi| smi.path.clone()),
+        nvidia_smi: fixed.as_ref().map(|fixed| match fixed {
+            Ok(ready) => ready.path.clone(),
+            Err(failed) => failed.path.clone(),
+        }),
         timeout: PROBE_TIMEOUT,
     };
-    let probe = probe::probe(&options);
+    let (nvidia_smi, probe) = check_and_probe(fixed, &options);
     let (verdict, message) = verdict(&probe);
     Report {
         verdict,
@@ -226,14 +229,53 @@ fn update_loader(dir: &Path) {
     }
 }
 
+/// Runs `nvidia-smi -L` (when nvidia-smi is ready to run) and the NVML probe at the same time:
+/// both load libnvidia-ml and wait for the driver, which takes tens of milliseconds without a
+/// GPU and far longer with one, and neither changes anything the other reads.
+fn check_and_probe(
+    fixed: Option<Result<Runnable, NvidiaSmi>>,
+    options: &probe::Options,
+) -> (Option<NvidiaSmi>, GpuReport) {
+    std::thread::scope(|scope| {
+        let probing = std::thread::Builder::new().spawn_scoped(scope, || probe::probe(options));
+        let nvidia_smi = fixed.map(|fixed| match fixed {
+            Ok(ready) => check_runs(ready.path, ready.rewritten),
+            Err(failed) => failed,
+        });
+        let probe = match probing {
+            Ok(thread) => thread.join().unwrap_or_else(|_| {
+                let library = options.library.as_ref().map(|library| library.display().to_string());
+                let message = "the probe's thread panicked".to_string();
+                GpuReport { nvml_error: Some(Failure::NotRun { message }), ..GpuReport::empty(library) }
+            }),
+            // No thread to be had: one after the other.
+            Err(_) => probe::probe(options),
+        };
+        (nvidia_smi, probe)
+    })
+}
+
+/// nvidia-smi ready to be run: the injected program or our copy.
+struct Runnable {
+    path: PathBuf,
+    /// Whether this boot wrote the copy.
+    rewritten: bool,
+}
+
 /// Finds the injected nvidia-smi; if its interpreter is not the image's loader, a copy in
-/// the node's bin directory gets that loader and a RUNPATH to the driver. Then it is run.
-fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<NvidiaSmi> {
+/// the node's bin directory gets that loader and a RUNPATH to the driver. Returns the program
+/// to run, or the report of why it cannot be fixed.
+fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<Result<Runnable, NvidiaSmi>> {
     let injected = find_nvidia_smi(&settings.bin_dir)?;
     let Some(loader) = settings.loader.clone().or_else(discover_loader) else {
         let error = "no dynamic loader found in the image (set nix2gpu.gpu.loader)".to_string();
         println!("cannot fix {}: {error}", injected.display());
-        return Some(NvidiaSmi { path: injected, rewritten: false, exit_code: None, error: Some(error) });
+        return Some(Err(NvidiaSmi {
+            path: injected,
+            rewritten: false,
+            exit_code: None,
+            error: Some(error),
+        }));
     };
     let interpreter = fs::read(&injected).ok().and_then(|bytes| elf::read_interpreter(&bytes).ok().flatten());
     let (path, rewritten) =
@@ -249,12 +291,12 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<NvidiaSmi> {
                 Ok(outcome) => (copy, outcome == elf::Outcome::Written),
                 Err(error) => {
                     println!("cannot rewrite {}: {error}", injected.display());
-                    return Some(NvidiaSmi {
+                    return Some(Err(NvidiaSmi {
                         path: injected,
                         rewritten: false,
                         exit_code: None,
                         error: Some(error),
-                    });
+                    }));
                 }
             }
         };
@@ -266,7 +308,7 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<NvidiaSmi> {
             driver_dir.display()
         );
     }
-    Some(check_runs(path, rewritten))
+    Some(Ok(Runnable { path, rewritten }))
 }
 
 /// Runs `nvidia-smi -L`: 0 lists the GPUs, 9 means it found NVML but no driver answers, both

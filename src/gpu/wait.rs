@@ -4,7 +4,8 @@
 //! every few seconds says what is still missing, so a person at `docker logs` knows what the
 //! container waits for.
 
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,6 +19,8 @@ pub const LIBRARIES: [&str; 2] = ["libnvidia-ml.so", "libcuda.so"];
 pub const CONTROL_DEVICE: &str = "/dev/nvidiactl";
 /// How often the wait says what it still waits for.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+/// The size of a 64-bit ELF header (a 32-bit one is shorter).
+const ELF_HEADER_LEN: usize = 64;
 
 /// What was found: each library's directory and file, and whether the device exists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +80,19 @@ fn library_in(dir: &Path, name: &str) -> Option<PathBuf> {
     candidates.into_iter().find(|path| complete_elf(path))
 }
 
-/// Whether `path` is an ELF file whose section header table lies within it.
+/// Whether `path` is an ELF file whose section header table lies within it. Only the ELF
+/// header is read, and the length from the file's metadata: libcuda alone is tens of megabytes.
 fn complete_elf(path: &Path) -> bool {
-    let Ok(bytes) = fs::read(path) else { return false };
-    let Ok(header) = goblin::elf::Elf::parse_header(&bytes) else { return false };
+    let Ok(mut file) = File::open(path) else { return false };
+    let mut head = Vec::with_capacity(ELF_HEADER_LEN);
+    if (&mut file).take(ELF_HEADER_LEN as u64).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    let (Ok(header), Ok(metadata)) = (goblin::elf::Elf::parse_header(&head), file.metadata()) else {
+        return false;
+    };
     let table_end = header.e_shoff.saturating_add(u64::from(header.e_shnum) * u64::from(header.e_shentsize));
-    table_end <= bytes.len() as u64
+    table_end <= metadata.len()
 }
 
 /// Waits until the driver is complete in `dirs` and `device`, or `limit` passed; `progress`

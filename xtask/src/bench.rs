@@ -13,10 +13,13 @@
 //! that and replaces its part of BENCHMARKS.md.
 //! ld.so.cache: `nix2gpu-init ldcache` against glibc's ldconfig on 1,000 libraries. It also runs
 //! alone (`cargo xtask bench ldcache`), replacing only its part of BENCHMARKS.md.
+//! GPU node: the whole `gpu` node against the same work done by nix2gpu's shell commands (links,
+//! ldconfig, patchelf, its nvidia-smi check); alone: `cargo xtask bench gpu`.
 
 mod census;
 mod contenders;
 mod elf;
+mod gpu;
 mod isolated;
 mod ldcache;
 mod log_rate;
@@ -41,7 +44,7 @@ const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 /// Heading of the ld.so.cache part of the report.
 const LDCACHE_HEADING: &str = "# ld.so.cache";
 
-/// `cargo xtask bench [elf|ldcache]`: everything, or only one of the GPU tool comparisons. In
+/// `cargo xtask bench [elf|ldcache|gpu]`: everything, or only one of the GPU tool comparisons. In
 /// the copies of itself that the bench starts in private mount namespaces, measures only what
 /// that copy is for (see `isolated` and `ldcache`).
 pub fn run(only: Option<&str>) -> Result<(), String> {
@@ -51,11 +54,15 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
     if let Some(ours) = ldcache::helper_request() {
         return ldcache::serve(&ours);
     }
+    if let Some(ours) = gpu::helper_request() {
+        return gpu::serve(&ours);
+    }
     match only {
         None => run_all(),
         Some("elf") => run_part(elf::HEADING, |ours| Ok(elf::render(&elf::measure(ours)?))),
         Some("ldcache") => run_part(LDCACHE_HEADING, |ours| Ok(ldcache::render(&ldcache::measure(ours)?))),
-        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache)")),
+        Some("gpu") => run_part(gpu::HEADING, |ours| Ok(gpu::render(&gpu::measure(ours)?))),
+        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache, gpu)")),
     }
 }
 
@@ -71,6 +78,7 @@ fn run_all() -> Result<(), String> {
     let text = format!("{text}\n{}", measure_supervisors(&supervisors, &ours)?);
     let text = format!("{text}\n{}", elf::render(&elf::measure(&ours)?));
     let text = format!("{text}\n{}", ldcache::render(&ldcache::measure(&ours)?));
+    let text = format!("{text}\n{}", gpu::render(&gpu::measure(&ours)?));
     print!("{text}");
     write_report(&text)
 }

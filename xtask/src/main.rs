@@ -21,9 +21,11 @@ cargo xtask <task>
                  busybox, OpenSSH, a demo config) into the local Docker engine
   bench          PID 1 against tini, catatonit, dumb-init; the supervisor against
                  supervisord, s6-svscan and a shell floor; set-interpreter against
-                 patchelf; ldcache against ldconfig; writes BENCHMARKS.md
+                 patchelf; ldcache against ldconfig; the gpu node against nix2gpu's
+                 shell steps; writes BENCHMARKS.md
   bench elf      only set-interpreter against patchelf: replaces its part of BENCHMARKS.md
-  bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md";
+  bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md
+  bench gpu      only the gpu node against nix2gpu's shell steps: replaces its part";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
