@@ -13,6 +13,9 @@
 //! that and replaces its part of BENCHMARKS.md.
 //! ld.so.cache: `nix2gpu-init ldcache` against glibc's ldconfig on 1,000 libraries. It also runs
 //! alone (`cargo xtask bench ldcache`), replacing only its part of BENCHMARKS.md.
+//!
+//! Soak: `cargo xtask bench soak` only (ten minutes, never part of the full run): the init's
+//! memory and descriptors under restarts, probes, orphans and log traffic; replaces its part.
 
 mod census;
 mod contenders;
@@ -25,6 +28,7 @@ mod process;
 mod report;
 mod services;
 mod services_report;
+mod soak;
 mod supervisors;
 
 use std::fs;
@@ -41,7 +45,7 @@ const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 /// Heading of the ld.so.cache part of the report.
 const LDCACHE_HEADING: &str = "# ld.so.cache";
 
-/// `cargo xtask bench [elf|ldcache]`: everything, or only one of the GPU tool comparisons. In
+/// `cargo xtask bench [elf|ldcache|soak]`: everything but the soak, or one part alone. In
 /// the copies of itself that the bench starts in private mount namespaces, measures only what
 /// that copy is for (see `isolated` and `ldcache`).
 pub fn run(only: Option<&str>) -> Result<(), String> {
@@ -55,7 +59,8 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
         None => run_all(),
         Some("elf") => run_part(elf::HEADING, |ours| Ok(elf::render(&elf::measure(ours)?))),
         Some("ldcache") => run_part(LDCACHE_HEADING, |ours| Ok(ldcache::render(&ldcache::measure(ours)?))),
-        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache)")),
+        Some("soak") => run_part(soak::HEADING, |ours| Ok(soak::render(&soak::measure(ours)?))),
+        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache, soak)")),
     }
 }
 
