@@ -183,8 +183,12 @@ impl Soaked {
             }
             thread::sleep(Duration::from_millis(10));
         };
-        let soaked = Soaked { unshare, pid, socket: socket.to_path_buf(), lines };
-        soaked.wait_ready()?;
+        let mut soaked = Soaked { unshare, pid, socket: socket.to_path_buf(), lines };
+        if let Err(error) = soaked.wait_ready() {
+            // `--kill-child`: the namespace goes with unshare.
+            let _ = kill_and_reap(&mut soaked.unshare, LIMIT);
+            return Err(error);
+        }
         Ok(soaked)
     }
 
