@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod exit_code;
+pub mod fswatch;
 pub mod gpu;
 pub mod graph;
 pub mod logs;

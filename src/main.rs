@@ -19,7 +19,7 @@ use nix2gpu_init::pid1::{self, signals};
 use nix2gpu_init::runtime::{self, Platform};
 use nix2gpu_init::supervisor::{self, nodes};
 use nix2gpu_init::{access, boot, exit_code, gpu, notify};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 fn main() {
     let command = match cli::parse(std::env::args_os().skip(1)) {
@@ -142,11 +142,18 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         eprintln!("nix2gpu-init: cannot block signals: {failure}");
         return exit_code::INTERNAL;
     }
+    // Before the init opens anything: what is open now was inherited.
+    let inherited = pid1::inherited::hold_for_main();
     let (mut env, platform) = startup_env();
     let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
     // A reload plans with the same startup environment, before this plan changed it.
     let boot_env = env.clone();
     pid1::become_subreaper_unless_pid1();
+    match inherited {
+        Ok([]) => {}
+        Ok(fds) => debug!("inherited descriptors {fds:?}: passed on to the main process only"),
+        Err(failure) => warn!("{failure}: descriptors the init inherited reach every process it starts"),
+    }
     prepare_system(&env);
     for failure in boot::secrets::stash(&plan.secrets, &env) {
         warn!("{failure}");
@@ -213,7 +220,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         match socket::bind(&socket_path) {
             Ok(listener) => {
                 socket_bound = true;
-                drop(tokio::spawn(socket::serve(listener, control.clone())));
+                drop(tokio::spawn(socket::serve(socket_path.clone(), listener, control.clone())));
             }
             Err(failure) => {
                 warn!(

@@ -22,8 +22,9 @@ use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, setsockopt, socko
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::fswatch::{self, Removal};
 use crate::graph::Notice;
 
 /// Where the socket is when `$NIX2GPU_NOTIFY_SOCKET` does not say otherwise. Directly in /run,
@@ -85,32 +86,76 @@ pub fn bind(path: &Path) -> io::Result<UnixDatagram> {
     Ok(socket)
 }
 
-/// Reads datagrams as they come and hands them to `sink`, until `sink` is closed.
-pub async fn serve(socket: UnixDatagram, sink: mpsc::Sender<Datagram>) {
+/// Reads datagrams as they come and hands them to `sink`, until `sink` is closed. When the
+/// socket's file at `path` is deleted (a start-up script that cleans /run), it is bound again:
+/// a notify process sends to the path each time, so its next datagram finds the new socket.
+pub async fn serve(path: PathBuf, socket: UnixDatagram, sink: mpsc::Sender<Datagram>) {
+    let Some(mut socket) = register(socket) else { return };
+    let mut removal = watch(&path);
+    let mut buffer = vec![0; MAX_DATAGRAM];
+    loop {
+        tokio::select! {
+            ready = socket.readable() => {
+                let Ok(mut ready) = ready else { return };
+                match ready.try_io(|socket| receive(socket.get_ref(), &mut buffer)) {
+                    Ok(Ok(Some(datagram))) => {
+                        if sink.send(datagram).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Ok(None)) => {}
+                    Ok(Err(failure)) => debug!("notify socket: {failure}"),
+                    Err(_would_block) => {}
+                }
+            }
+            gone = fswatch::removed(removal.as_ref()) => {
+                removal = None;
+                if let Err(failure) = gone {
+                    warn!("cannot watch the notify socket {} any more: {failure}", path.display());
+                    continue;
+                }
+                warn!("the notify socket {} was deleted; binding it again", path.display());
+                match bind(&path).map(register) {
+                    Ok(Some(again)) => {
+                        socket = again;
+                        removal = watch(&path);
+                        info!("notify socket {} bound again", path.display());
+                    }
+                    Ok(None) => {}
+                    Err(failure) => warn!(
+                        "cannot bind the notify socket {} again ({failure}): notify processes will not become ready",
+                        path.display()
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The socket registered with the event loop, or `None` with a warning.
+fn register(socket: UnixDatagram) -> Option<AsyncFd<UnixDatagram>> {
     // SAFETY: the AsyncFd owns the socket and never replaces it, so the registered descriptor
     // stays the same open socket for the AsyncFd's whole life.
-    let socket = match unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) } {
-        Ok(socket) => socket,
+    match unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) } {
+        Ok(socket) => Some(socket),
         Err(failure) => {
             let failure = failure.into_parts().1;
             warn!("cannot watch the notify socket ({failure}): notifications will not arrive");
-            return;
-        }
-    };
-    let mut buffer = vec![0; MAX_DATAGRAM];
-    loop {
-        let Ok(mut ready) = socket.readable().await else { return };
-        match ready.try_io(|socket| receive(socket.get_ref(), &mut buffer)) {
-            Ok(Ok(Some(datagram))) => {
-                if sink.send(datagram).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(failure)) => debug!("notify socket: {failure}"),
-            Err(_would_block) => {}
+            None
         }
     }
+}
+
+/// A watch for the socket's removal, or `None` (with a warning) if it cannot be set up.
+fn watch(path: &Path) -> Option<Removal> {
+    Removal::watch(path)
+        .map_err(|failure| {
+            warn!(
+                "cannot watch the notify socket {} ({failure}): if it is deleted, it stays deleted",
+                path.display()
+            )
+        })
+        .ok()
 }
 
 /// One datagram, or `None` for one that was too long (dropped whole, never half-read).

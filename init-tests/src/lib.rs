@@ -50,6 +50,8 @@ pub struct Launch {
     /// Mount points made private so far: files may only be written under these.
     private: Vec<PathBuf>,
     network: bool,
+    /// A program (with its arguments) that runs the init, e.g. `setpriv --groups=...`.
+    wrapper: Vec<String>,
 }
 
 /// A control socket path no other init of this test run uses.
@@ -125,6 +127,13 @@ impl Launch {
         self
     }
 
+    /// Runs the init through `argv` (a program that execs its last arguments, such as
+    /// `setpriv --groups=4 --`), inside the namespaces: the init inherits what it sets up.
+    pub fn wrapped(mut self, argv: &[&str]) -> Self {
+        self.wrapper = argv.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     /// Runs the init in a network namespace of its own, with only the loopback interface (up):
     /// its servers cannot clash with other tests' or the machine's. Reach them with
     /// [`Init::connect`].
@@ -142,7 +151,10 @@ impl Launch {
     /// The command that starts it, with stdio left for the caller to set.
     pub fn command(&mut self) -> Command {
         let mut command = if self.as_plain_process {
-            assert!(self.setup.is_empty() && !self.network, "private mounts and networks need namespaces");
+            assert!(
+                self.setup.is_empty() && !self.network && self.wrapper.is_empty(),
+                "private mounts, networks and wrappers need namespaces"
+            );
             Command::new(init_binary())
         } else {
             let mut steps: Vec<String> =
@@ -160,6 +172,7 @@ impl Launch {
                 .args(["sh", "-c"])
                 .arg(format!("{} && exec \"$@\"", steps.join(" && ")))
                 .arg("sh")
+                .args(&self.wrapper)
                 .arg(init_binary());
             command
         };
@@ -181,6 +194,24 @@ impl Launch {
         forward_lines(child.stderr.take().expect("piped"), sender);
         let socket = self.socket_path();
         Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket }
+    }
+}
+
+impl Launch {
+    /// Starts the init with its stdout on a pipe the test holds and reads when it wants to (a
+    /// slow or stalled `docker logs` reader); [`Init`] sees only its stderr.
+    pub fn start_holding_stdout(mut self) -> (Init, std::process::ChildStdout) {
+        let mut command = self.command();
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().expect("cannot start the init (is util-linux's unshare installed?)");
+        let stdout = child.stdout.take().expect("piped");
+        let (sender, lines) = channel();
+        forward_lines(child.stderr.take().expect("piped"), sender);
+        let socket = self.socket_path();
+        (
+            Init { child, lines, seen: Vec::new(), plain: self.as_plain_process, exit_code: None, socket },
+            stdout,
+        )
     }
 }
 
@@ -537,6 +568,50 @@ pub fn processes() -> HashMap<i32, ProcessInfo> {
     found
 }
 
+/// Fields of /proc/PID/stat after the command name (field 3, the state, is index 0).
+fn stat_fields(pid: i32) -> Vec<String> {
+    let stat =
+        fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_else(|e| panic!("process {pid}: {e}"));
+    let after_name = stat.rfind(')').map_or("", |close| &stat[close + 1..]);
+    after_name.split_whitespace().map(str::to_string).collect()
+}
+
+/// CPU time a process has used, user and system, in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let fields = stat_fields(pid);
+    // utime and stime are fields 14 and 15 of /proc/PID/stat.
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(14) + field(15)
+}
+
+/// A process's resident memory (VmRSS) in kB.
+pub fn rss_kb(pid: i32) -> u64 {
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_else(|e| panic!("process {pid}: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+}
+
+/// A process's open file descriptors, by number, with what each refers to.
+pub fn open_fds(pid: i32) -> Vec<(i32, String)> {
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds: Vec<(i32, String)> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(entry.path()).ok()?;
+            Some((fd, target.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
 /// Zombies whose parent is `parent`.
 pub fn zombie_children(parent: i32) -> Vec<i32> {
     processes().values().filter(|p| p.ppid == parent && p.state == 'Z').map(|p| p.pid).collect()
@@ -560,6 +635,16 @@ pub fn in_private_dev(program: impl AsRef<std::ffi::OsStr>) -> Command {
 /// Shell commands that put a fresh /dev with the basic nodes in place (in a mount namespace).
 pub const PRIVATE_DEV: &str = "mount -t tmpfs tmpfs /dev && mknod -m 666 /dev/null c 1 3 && \
      mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9";
+
+/// Shell steps that give a namespace private /usr/local (with the NVIDIA container toolkit's
+/// empty /usr/local/nvidia/lib64 and bin, where the tests inject the driver) and an overlay
+/// over /etc (for ld.so.cache and ld.so.conf.d), for tests of the `gpu` node. Use them with
+/// [`PRIVATE_DEV`]: NVIDIA's libraries create /dev/nvidiactl.
+pub const PRIVATE_GPU_SYSTEM: [&str; 3] = [
+    "mount -t tmpfs tmpfs /usr/local && mkdir -p /usr/local/nvidia/lib64 /usr/local/nvidia/bin",
+    "mkdir -p /run/etc-upper /run/etc-work",
+    "mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/etc-upper,workdir=/run/etc-work /etc",
+];
 
 /// The path of a fixture file.
 pub fn fixture(name: &str) -> String {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use init_tests::{Init, Launch, PRIVATE_DEV, config_file, nvidia_root};
+use init_tests::{Init, Launch, PRIVATE_DEV, PRIVATE_GPU_SYSTEM, config_file, nvidia_root};
 
 /// The NVIDIA files fetched by `cargo xtask fetch-nvidia`: the library directory and nvidia-smi.
 fn nvidia() -> (PathBuf, PathBuf) {
@@ -34,19 +34,11 @@ fn versioned(libs: &Path, prefix: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {prefix}.<version> in {}", libs.display()))
 }
 
-/// Private /usr/local (the toolkit's /usr/local/nvidia) and /etc (an overlay); /dev is made
-/// private too ([`PRIVATE_DEV`]).
-const PRIVATE_SYSTEM: [&str; 3] = [
-    "mount -t tmpfs tmpfs /usr/local && mkdir -p /usr/local/nvidia/lib64 /usr/local/nvidia/bin",
-    "mkdir -p /run/etc-upper /run/etc-work",
-    "mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/etc-upper,workdir=/run/etc-work /etc",
-];
-
 fn gpu_init(config: &str, visible: &str) -> (Init, init_tests::TempConfig) {
     let config = config_file(config);
     let mut launch =
         Launch::new(&["--config", config.path()]).env("NVIDIA_VISIBLE_DEVICES", visible).setup(PRIVATE_DEV);
-    for command in PRIVATE_SYSTEM {
+    for command in PRIVATE_GPU_SYSTEM {
         launch = launch.setup(command);
     }
     (launch.start(), config)

@@ -1,9 +1,9 @@
 //! The secrets sweep: an init as PID 1 given known values of ROOT_PASSWORD and
 //! TAILSCALE_AUTHKEY, with a user service and the tailscale node (against the tailscaled
 //! stand-in), is searched for them everywhere a secret could leak: its output, `status` (text
-//! and JSON), the HTTP endpoint's /status, and the command line and environment of every
-//! process in its PID namespace. Only PID 1's own environment holds them: the container
-//! runtime put them there.
+//! and JSON), the HTTP endpoint's /status, /metrics and /readyz, and the command line and
+//! environment of every process in its PID namespace. Only PID 1's own environment holds them:
+//! the container runtime put them there.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -66,7 +66,9 @@ processes:
     let (_, text, _) = init.client(&["status"]);
     places.push(("status --json".into(), json));
     places.push(("status".into(), text));
-    places.push(("GET /status".into(), http_get(port, "/status")));
+    for path in ["/status", "/metrics", "/readyz"] {
+        places.push((format!("GET {path}"), http_get(port, path)));
+    }
     let pid1 = init.host_pid();
     let pids = init.namespace_pids();
     // The init, the service's sleep, the tailscale node and tailscaled: a sweep of nothing

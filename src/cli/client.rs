@@ -43,7 +43,12 @@ pub fn ask(request: Request, follow: bool, mut each: impl FnMut(Response)) -> Re
 
 fn unreachable(path: &Path, error: &io::Error) -> String {
     match error.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => format!(
+        io::ErrorKind::NotFound => format!(
+            "no init is running, or it has no control socket: {} does not exist (the init's log says why; set {} if it uses another socket)",
+            path.display(),
+            socket::PATH_ENV
+        ),
+        io::ErrorKind::ConnectionRefused => format!(
             "no init is running: nothing answers on {} (set {} if it uses another socket)",
             path.display(),
             socket::PATH_ENV

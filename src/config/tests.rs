@@ -465,6 +465,20 @@ fn secrets_leave_the_environment_for_files() {
 }
 
 #[test]
+fn tailscale_opens_nothing_beyond_the_tailnet_link_by_default() {
+    let text = "nix2gpu: {gpu: {enable: false}, ssh: {enable: false}}\n";
+    let plan = plan_with_env(text, &[("TAILSCALE_AUTHKEY", "tskey-1")]);
+    let tailscale = &plan.services[0];
+    let Ok(builtins::Builtin::Tailscale(node)) =
+        builtins::Builtin::from_args("tailscale", &tailscale.argv[3])
+    else {
+        panic!("tailscale's settings do not read back: {:?}", tailscale.argv)
+    };
+    // No Tailscale SSH, no subnet routes taken, no tags, and no TUN device (userspace).
+    assert!(!node.ssh && !node.accept_routes && node.tags.is_empty() && node.userspace_networking);
+}
+
+#[test]
 fn dependencies_on_builtins() {
     let text = "nix2gpu: {gpu: {enable: false}}\nprocesses:\n  web:\n    command: x\n    depends_on:\n      gpu: {condition: process_completed_successfully}\n      sshd: {condition: process_healthy}\n";
     // Built-ins that do not run are nothing to wait for.

@@ -18,10 +18,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::protocol::{Envelope, MAX_REQUEST_BYTES, Response, VERSION};
 use super::{Answer, ControlHandle, LogLine};
+use crate::fswatch::{self, Removal};
 
 /// Where the socket is when `$NIX2GPU_CONTROL_SOCKET` does not say otherwise.
 pub const DEFAULT_PATH: &str = "/run/nix2gpu/control.sock";
@@ -33,6 +34,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once, at most.
 pub const MAX_CONNECTIONS: usize = 64;
+/// The pause after a failed accept (EMFILE: no descriptor left), so that the loop does not spin.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The socket path: `$NIX2GPU_CONTROL_SOCKET`, else [`DEFAULT_PATH`].
 pub fn path() -> PathBuf {
@@ -61,31 +64,107 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
             Err(_) => fs::remove_file(path)?,
         }
     }
-    let listener = UnixListener::bind(path)?;
-    fs::set_permissions(path, Permissions::from_mode(0o600))?;
-    Ok(listener)
+    // bind(2) creates the socket 0600 under this umask, rather than open to everyone until a
+    // chmod: bound again while services run, it must never be reachable by them, not even for
+    // a moment. (The umask is the process's; no other thread creates files meanwhile.)
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    listener
 }
 
-/// Accepts connections until the task is dropped.
-pub async fn serve(listener: UnixListener, control: ControlHandle) {
+/// Accepts connections on `listener`, bound at `path`, until the task is dropped. When the
+/// socket's file is deleted or moved away (a start-up script that cleans /run), it is bound
+/// again at once: `status`, and `health` in Docker's HEALTHCHECK, reach the init only through
+/// it, and a container whose health check cannot connect is declared unhealthy.
+pub async fn serve(path: PathBuf, listener: UnixListener, control: ControlHandle) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut listener = listener;
+    let mut removal = watch(&path);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            debug!("control socket: too many connections; closing a new one");
-            continue;
-        };
-        let control = control.clone();
-        tokio::spawn(async move {
-            serve_one(stream, &control).await;
-            drop(slot);
-        });
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => serve_in_slot(stream, &slots, &control),
+                Err(error) => {
+                    // EMFILE and the like leave the connection queued: accepting again at once
+                    // would spin.
+                    debug!("control socket: accept failed: {error}");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            },
+            gone = fswatch::removed(removal.as_ref()) => {
+                if let Err(error) = gone {
+                    warn!("cannot watch the control socket {} any more: {error}", path.display());
+                    removal = None;
+                    continue;
+                }
+                warn!("the control socket {} was deleted; binding it again", path.display());
+                removal = None;
+                if let Some((again, watched)) = bind_again(&path) {
+                    listener = again;
+                    removal = watched;
+                    info!("control socket {} bound again", path.display());
+                }
+            }
+        }
     }
 }
 
+/// Binds the socket at `path` again and watches it; tries again while it disappears before its
+/// watch is in place (a cleanup still running), a few times. `None` (with a warning) when it
+/// cannot be bound.
+fn bind_again(path: &Path) -> Option<(UnixListener, Option<Removal>)> {
+    const TRIES: usize = 3;
+    for _ in 0..TRIES {
+        let listener = match bind(path) {
+            Ok(listener) => listener,
+            Err(error) => {
+                warn!(
+                    "cannot bind the control socket {} again ({error}): status, health and logs will not answer",
+                    path.display()
+                );
+                return None;
+            }
+        };
+        let removal = watch(path);
+        if fs::symlink_metadata(path).is_ok() {
+            return Some((listener, removal));
+        }
+    }
+    warn!("the control socket {} keeps being deleted; giving up on it", path.display());
+    None
+}
+
+/// A watch for the socket's removal, or `None` (with a warning) if it cannot be set up.
+fn watch(path: &Path) -> Option<Removal> {
+    match Removal::watch(path) {
+        Ok(removal) => Some(removal),
+        Err(error) => {
+            warn!(
+                "cannot watch the control socket {} ({error}): if it is deleted, it stays deleted",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Serves one connection in a task of its own, or closes it at once when all slots are taken.
+fn serve_in_slot(stream: UnixStream, slots: &Arc<Semaphore>, control: &ControlHandle) {
+    let Ok(slot) = Arc::clone(slots).try_acquire_owned() else {
+        debug!("control socket: too many connections; closing a new one");
+        return;
+    };
+    let control = control.clone();
+    tokio::spawn(async move {
+        serve_one(stream, &control).await;
+        drop(slot);
+    });
+}
+
 async fn serve_one(stream: UnixStream, control: &ControlHandle) {
-    let (reader, mut writer) = stream.into_split();
-    let request = match timeout(REQUEST_TIMEOUT, read_request(reader)).await {
+    let (mut reader, mut writer) = stream.into_split();
+    let request = match timeout(REQUEST_TIMEOUT, read_request(&mut reader)).await {
         Ok(Ok(envelope)) => envelope,
         Ok(Err(message)) => {
             let _ = write_line(&mut writer, &Response::Error { message }).await;
@@ -104,9 +183,20 @@ async fn serve_one(stream: UnixStream, control: &ControlHandle) {
                 }
             }
             if let Some(mut live) = follow {
-                while let Some(line) = live.recv().await {
-                    if write_line(&mut writer, &Response::Log(line)).await.is_err() {
-                        return;
+                // A follower that went away (Ctrl-C) is let go at once, not at the next line,
+                // which in a quiet container may never come: until then it would hold a slot
+                // and a descriptor. After the request a client sends nothing, so anything
+                // readable means it closed its end.
+                let mut probe = [0u8; 1];
+                loop {
+                    tokio::select! {
+                        line = live.recv() => {
+                            let Some(line) = line else { break };
+                            if write_line(&mut writer, &Response::Log(line)).await.is_err() {
+                                return;
+                            }
+                        }
+                        _ = reader.read(&mut probe) => return,
                     }
                 }
             }
@@ -116,7 +206,7 @@ async fn serve_one(stream: UnixStream, control: &ControlHandle) {
 }
 
 /// Reads one request line, refusing what is too long, not JSON, or of another version.
-async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Envelope, String> {
+async fn read_request(reader: &mut tokio::net::unix::OwnedReadHalf) -> Result<Envelope, String> {
     let mut line = Vec::new();
     let mut limited = BufReader::new(reader.take(MAX_REQUEST_BYTES as u64 + 1));
     limited.read_until(b'\n', &mut line).await.map_err(|e| format!("cannot read the request: {e}"))?;

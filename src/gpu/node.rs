@@ -128,8 +128,17 @@ fn await_driver(settings: &GpuNode, device: &Path, present: Found) -> Result<Fou
     })?;
     if found.libraries.len() < wait::LIBRARIES.len() {
         let searched: Vec<String> = settings.library_dirs.iter().map(|d| d.display().to_string()).collect();
+        let unusable: Vec<String> = found.unusable.iter().map(|f| f.display().to_string()).collect();
+        let unusable = if unusable.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; found but not complete ELF libraries (truncated, or not libraries at all): {}",
+                unusable.join(", ")
+            )
+        };
         return Err(format!(
-            "a GPU was requested but the driver was not injected within {}s: missing {} (searched {}). \
+            "a GPU was requested but the driver was not injected within {}s: missing {} (searched {}){unusable}. \
              Check that the container runs with the NVIDIA runtime (docker run --gpus all, or --runtime=nvidia \
              with NVIDIA_VISIBLE_DEVICES) and that nvidia-smi works on the host",
             limit.as_secs_f64(),

@@ -339,14 +339,33 @@ unsafe fn symbol<T: Copy>(library: &Library, name: &str) -> Result<T, Failure> {
 }
 
 /// dlerror's text: libloading's Display says only "dlopen failed"; the source has the reason.
+/// The loader's message, made fit for a log line: a corrupted library's dependency names are
+/// whatever bytes its string table holds, so anything but printable ASCII becomes `?`, and
+/// the message is cut at [`MAX_DL_ERROR`] characters.
 fn dl_error(error: &libloading::Error) -> String {
     use std::error::Error;
-    error.source().map_or_else(|| error.to_string(), ToString::to_string)
+    let message = error.source().map_or_else(|| error.to_string(), ToString::to_string);
+    printable(&message)
+}
+
+const MAX_DL_ERROR: usize = 300;
+
+fn printable(text: &str) -> String {
+    text.chars().take(MAX_DL_ERROR).map(|c| if c == ' ' || c.is_ascii_graphic() { c } else { '?' }).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loader_messages_are_printable_and_bounded() {
+        let garbage = format!("\u{fffd}j\u{19}\u{fffd}a{}: cannot open shared object file", "x".repeat(400));
+        let message = printable(&garbage);
+        assert!(message.starts_with("?j??axxx"), "{message}");
+        assert_eq!(message.chars().count(), MAX_DL_ERROR);
+        assert_eq!(printable("libfoo.so: cannot open"), "libfoo.so: cannot open");
+    }
 
     #[test]
     fn return_codes_by_name() {

@@ -27,6 +27,9 @@ const ELF_HEADER_LEN: usize = 64;
 pub struct Found {
     /// `(name in LIBRARIES, the file found)`, for those found.
     pub libraries: Vec<(&'static str, PathBuf)>,
+    /// Files named like a driver library that are not complete ELF files (still being copied
+    /// in, truncated, or not a library at all), for the verdict when they stay that way.
+    pub unusable: Vec<PathBuf>,
     /// The control device looked for, and whether it exists.
     pub device_path: PathBuf,
     pub device: bool,
@@ -58,17 +61,21 @@ impl Found {
 
 /// Looks for the driver in `dirs` (first match wins) and `device`.
 pub fn look(dirs: &[PathBuf], device: &Path) -> Found {
+    let mut unusable = Vec::new();
     let libraries = LIBRARIES
         .iter()
-        .filter_map(|name| dirs.iter().find_map(|dir| library_in(dir, name)).map(|file| (*name, file)))
+        .filter_map(|name| {
+            let found = dirs.iter().find_map(|dir| library_in(dir, name, &mut unusable));
+            found.map(|file| (*name, file))
+        })
         .collect();
-    Found { libraries, device_path: device.to_path_buf(), device: device.exists() }
+    Found { libraries, unusable, device_path: device.to_path_buf(), device: device.exists() }
 }
 
 /// A complete ELF file in `dir` named `name.<something>` (the soname link `name.1` or the
 /// versioned file). A file still being copied in is not complete: its section headers, at the
-/// end of the file, are not there yet.
-fn library_in(dir: &Path, name: &str) -> Option<PathBuf> {
+/// end of the file, are not there yet. Candidates that are not complete go to `unusable`.
+fn library_in(dir: &Path, name: &str, unusable: &mut Vec<PathBuf>) -> Option<PathBuf> {
     let prefix = format!("{name}.");
     let mut candidates: Vec<PathBuf> = fs::read_dir(dir)
         .ok()?
@@ -77,7 +84,10 @@ fn library_in(dir: &Path, name: &str) -> Option<PathBuf> {
         .map(|entry| entry.path())
         .collect();
     candidates.sort();
-    candidates.into_iter().find(|path| complete_elf(path))
+    let (complete, incomplete): (Vec<PathBuf>, Vec<PathBuf>) =
+        candidates.into_iter().partition(|p| complete_elf(p));
+    unusable.extend(incomplete);
+    complete.into_iter().next()
 }
 
 /// Whether `path` is an ELF file whose section header table lies within it. Only the ELF
@@ -213,6 +223,7 @@ mod tests {
             found.missing(),
             ["libnvidia-ml.so.*", "libcuda.so.*", &*root.join("nvidiactl").to_string_lossy()]
         );
+        assert_eq!(found.unusable, [root.join("libnvidia-ml.so.1")], "named for the verdict");
         fs::remove_dir_all(root).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! exiting (see [`drain`], executed by [`drain_leftovers`]).
 
 pub mod drain;
+pub mod inherited;
 pub mod leftovers;
 pub mod reaper;
 pub mod signals;

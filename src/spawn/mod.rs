@@ -8,6 +8,7 @@
 //! privilege drop (supplementary groups, gid, uid: in that order, or the drop would fail), and
 //! last an empty signal mask (the init blocks the signals it reads through its signalfd, and a
 //! mask survives exec). std's own `.uid()`/`.gid()` are not used: they run before `pre_exec`.
+//! Descriptors the init inherited reach the main process only (see `pid1::inherited`).
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -24,7 +25,7 @@ use nix::unistd::{Gid, Pid, Uid, getpgrp, setgid, setgroups, setpgid, setsid, se
 
 pub use crate::accounts::Credentials;
 use crate::exit_code;
-use crate::pid1::signals;
+use crate::pid1::{inherited, signals};
 
 /// A process's environment: the startup environment, shared by every process (one copy for a
 /// thousand services, not a thousand), then the process's own variables, later ones winning.
@@ -116,6 +117,14 @@ impl SpawnError {
     }
 }
 
+impl SpawnError {
+    /// The program exists but the kernel refused to execute it (permissions, format).
+    fn refused_to_execute(&self) -> bool {
+        use nix::libc::{EACCES, EISDIR, ENOEXEC, EPERM, ETXTBSY};
+        matches!(self.error.raw_os_error(), Some(EACCES | EISDIR | ENOEXEC | EPERM | ETXTBSY))
+    }
+}
+
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let program = &self.program;
@@ -128,7 +137,11 @@ impl fmt::Display for SpawnError {
                 "cannot run `{program}`: not found in PATH ({})",
                 self.path_var.as_deref().unwrap_or("unset")
             ),
-            _ => write!(f, "cannot run `{program}`: not executable ({})", self.error),
+            _ if self.refused_to_execute() => {
+                write!(f, "cannot run `{program}`: not executable ({})", self.error)
+            }
+            // Out of descriptors, memory or processes: nothing wrong with the program.
+            _ => write!(f, "cannot run `{program}`: {}", self.error),
         }
     }
 }
@@ -196,6 +209,7 @@ impl ChildSetup {
             if self.foreground {
                 take_terminal()?;
             }
+            inherited::pass_on_in_child()?;
         } else {
             setsid()?;
         }

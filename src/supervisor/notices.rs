@@ -23,7 +23,7 @@ impl Supervisor {
         let path = self.source.notify_socket.clone();
         match notify::bind(&path) {
             Ok(socket) => {
-                let reader = tokio::spawn(notify::serve(socket, self.notices.clone()));
+                let reader = tokio::spawn(notify::serve(path.clone(), socket, self.notices.clone()));
                 self.notify_socket = Some((path, reader));
             }
             Err(failure) => warn!(

@@ -15,6 +15,9 @@
 //! alone (`cargo xtask bench ldcache`), replacing only its part of BENCHMARKS.md.
 //! GPU node: the whole `gpu` node against the same work done by nix2gpu's shell commands (links,
 //! ldconfig, patchelf, its nvidia-smi check); alone: `cargo xtask bench gpu`.
+//!
+//! Soak: `cargo xtask bench soak` only (ten minutes, never part of the full run): the init's
+//! memory and descriptors under restarts, probes, orphans and log traffic; replaces its part.
 
 mod census;
 mod contenders;
@@ -28,6 +31,7 @@ mod process;
 mod report;
 mod services;
 mod services_report;
+mod soak;
 mod supervisors;
 
 use std::fs;
@@ -44,7 +48,7 @@ const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 /// Heading of the ld.so.cache part of the report.
 const LDCACHE_HEADING: &str = "# ld.so.cache";
 
-/// `cargo xtask bench [elf|ldcache|gpu]`: everything, or only one of the GPU tool comparisons. In
+/// `cargo xtask bench [elf|ldcache|gpu|soak]`: everything but the soak, or one part alone. In
 /// the copies of itself that the bench starts in private mount namespaces, measures only what
 /// that copy is for (see `isolated` and `ldcache`).
 pub fn run(only: Option<&str>) -> Result<(), String> {
@@ -62,7 +66,8 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
         Some("elf") => run_part(elf::HEADING, |ours| Ok(elf::render(&elf::measure(ours)?))),
         Some("ldcache") => run_part(LDCACHE_HEADING, |ours| Ok(ldcache::render(&ldcache::measure(ours)?))),
         Some("gpu") => run_part(gpu::HEADING, |ours| Ok(gpu::render(&gpu::measure(ours)?))),
-        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache, gpu)")),
+        Some("soak") => run_part(soak::HEADING, |ours| Ok(soak::render(&soak::measure(ours)?))),
+        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache, gpu, soak)")),
     }
 }
 

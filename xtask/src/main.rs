@@ -25,7 +25,9 @@ cargo xtask <task>
                  shell steps; writes BENCHMARKS.md
   bench elf      only set-interpreter against patchelf: replaces its part of BENCHMARKS.md
   bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md
-  bench gpu      only the gpu node against nix2gpu's shell steps: replaces its part";
+  bench gpu      only the gpu node against nix2gpu's shell steps: replaces its part
+  bench soak     ten minutes of restarts, probes and log traffic: the init's memory and
+                 descriptors over time, into its part of BENCHMARKS.md (not in `bench`)";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();

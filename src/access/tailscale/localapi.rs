@@ -7,7 +7,6 @@
 //! peer credentials, so nothing else is needed from a root client.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,14 +16,13 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::inotify::AddWatchFlags;
 use serde::de::DeserializeOwned;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::ipn::Notify;
+use crate::fswatch::Watcher;
 
 /// The Host every LocalAPI request carries.
 const HOST_NAME: &str = "local-tailscaled.sock";
@@ -181,15 +179,12 @@ pub async fn wait_for_socket(socket: &Path, limit: Duration) -> Result<(), Strin
         (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => (dir, name),
         _ => return Err(format!("the socket path {} has no directory", socket.display())),
     };
-    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-        .map_err(|e| format!("cannot watch {}: inotify: {e}", dir.display()))?;
-    inotify
+    let events = Watcher::register().map_err(|e| format!("cannot watch {}: inotify: {e}", dir.display()))?;
+    events
+        .get_ref()
+        .0
         .add_watch(dir, AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
-    // SAFETY: the Watcher owns the inotify descriptor and never replaces or closes it, so the
-    // fd stays the same open file for the AsyncFd's whole life.
-    let events = unsafe { AsyncFd::register_with_interest(Watcher(inotify), Interest::READABLE) }
-        .map_err(|e| format!("cannot watch {}: {}", dir.display(), e.into_parts().1))?;
     loop {
         if UnixStream::connect(socket).await.is_ok() {
             return Ok(());
@@ -205,15 +200,6 @@ pub async fn wait_for_socket(socket: &Path, limit: Duration) -> Result<(), Strin
                 Ok(Err(e)) => return Err(format!("watching {}: {e}", dir.display())),
             }
         }
-    }
-}
-
-/// An inotify instance as tokio's `AsyncFd` wants it (nix's only offers `AsFd`).
-struct Watcher(Inotify);
-
-impl AsRawFd for Watcher {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
     }
 }
 
