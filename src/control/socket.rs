@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tracing::debug;
 
-use super::protocol::{Envelope, MAX_REQUEST_BYTES, Response, VERSION};
+use super::protocol::{Envelope, MAX_REQUEST_BYTES, Response, parse_request};
 use super::{Answer, ControlHandle, LogLine};
 
 /// Where the socket is when `$NIX2GPU_CONTROL_SOCKET` does not say otherwise.
@@ -123,13 +123,7 @@ async fn read_request(reader: tokio::net::unix::OwnedReadHalf) -> Result<Envelop
     if line.len() > MAX_REQUEST_BYTES {
         return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(&line).map_err(|e| format!("the request is not JSON: {e}"))?;
-    let version = value.get("v").and_then(serde_json::Value::as_u64);
-    if version != Some(u64::from(VERSION)) {
-        return Err(format!("protocol version {version:?} is not supported; this init speaks {VERSION}"));
-    }
-    serde_json::from_value(value).map_err(|e| format!("not a valid request: {e}"))
+    parse_request(&line)
 }
 
 async fn write_line<W: AsyncWriteExt + Unpin>(writer: &mut W, response: &Response) -> io::Result<()> {
