@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask <task>`. See `cargo xtask help`.
 
 mod bench;
+mod fuzz;
 mod image;
 mod nvidia;
 mod static_build;
@@ -21,7 +22,11 @@ cargo xtask <task>
                  supervisord, s6-svscan and a shell floor; set-interpreter against
                  patchelf; ldcache against ldconfig; writes BENCHMARKS.md
   bench elf      only set-interpreter against patchelf: replaces its part of BENCHMARKS.md
-  bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md";
+  bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md
+  fuzz [--seconds N] [TARGET...]
+                 build the fuzz targets of fuzz/ (cargo +nightly fuzz), run each (or those
+                 named) for N seconds (default 60), report executions and crashes; fails if
+                 any crashed";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -32,6 +37,7 @@ fn main() -> ExitCode {
         "demo" => demo(),
         "image" => image::build(),
         "bench" => bench::run(std::env::args().nth(2).as_deref()),
+        "fuzz" => fuzz::run_all(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             println!("{HELP}");
             return if task.is_empty() || task == "help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };
