@@ -5,7 +5,7 @@
 //! This code runs in the nodes' child processes (`nix2gpu-init builtin NAME SETTINGS`), never
 //! in PID 1. Its messages are plain lines on stderr: the init frames them as `sshd | ...`.
 
-mod authorized_keys;
+pub mod authorized_keys;
 mod files;
 mod host_keys;
 mod password;

@@ -33,6 +33,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -114,14 +115,6 @@ pub fn status_json(report: &StatusReport) -> String {
 
 async fn serve_with(listener: TcpListener, control: ControlHandle, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(false)
-        .max_header_size(MAX_HEADER_BYTES)
-        .max_buf_size(MAX_BUFFER_BYTES)
-        .max_headers(MAX_HEADERS);
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -133,23 +126,47 @@ async fn serve_with(listener: TcpListener, control: ControlHandle, limits: Limit
         };
         // Beyond the limit the connection is closed (dropped) at once.
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else { continue };
-        let control = control.clone();
-        let answer_timeout = limits.answer_timeout;
-        let service = service_fn(move |request: hyper::Request<Incoming>| {
-            let control = control.clone();
-            async move {
-                // The body (if any) is dropped unread; the connection closes after the answer.
-                let reply = respond(request.method(), request.uri().path(), &control, answer_timeout).await;
-                Ok::<_, Infallible>(reply)
-            }
-        });
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let deadline = limits.connection_deadline;
+        let connection = serve_connection_with(stream, control.clone(), limits);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(deadline, connection).await;
+            connection.await;
             drop(slot);
         });
     }
+}
+
+/// Serves one connection with the endpoint's limits: one request read, answered, then the
+/// connection closed, all within the connection deadline. `io` is the accepted TCP stream, or
+/// any byte stream that stands in for one (the fuzz target's in-memory pipe).
+pub async fn serve_connection<I>(io: I, control: ControlHandle)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    serve_connection_with(io, control, Limits::DEFAULT).await;
+}
+
+async fn serve_connection_with<I>(io: I, control: ControlHandle, limits: Limits)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(false)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_BUFFER_BYTES)
+        .max_headers(MAX_HEADERS);
+    let answer_timeout = limits.answer_timeout;
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let control = control.clone();
+        async move {
+            // The body (if any) is dropped unread; the connection closes after the answer.
+            let reply = respond(request.method(), request.uri().path(), &control, answer_timeout).await;
+            Ok::<_, Infallible>(reply)
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let _ = tokio::time::timeout(limits.connection_deadline, connection).await;
 }
 
 /// The endpoints.

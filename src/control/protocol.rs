@@ -13,6 +13,19 @@ pub const VERSION: u32 = 1;
 /// The largest request accepted; anything longer is refused.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// One request line as it arrived on the socket (its newline, if any, included): the
+/// envelope, or why it is refused in words for the client: not JSON, another protocol version,
+/// or not a request this init knows. Any bytes give one or the other, never a panic.
+pub fn parse_request(line: &[u8]) -> Result<Envelope, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("the request is not JSON: {e}"))?;
+    let version = value.get("v").and_then(serde_json::Value::as_u64);
+    if version != Some(u64::from(VERSION)) {
+        return Err(format!("protocol version {version:?} is not supported; this init speaks {VERSION}"));
+    }
+    serde_json::from_value(value).map_err(|e| format!("not a valid request: {e}"))
+}
+
 /// A request with its protocol version, as it travels on the socket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {

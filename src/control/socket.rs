@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use super::protocol::{Envelope, MAX_REQUEST_BYTES, Response, VERSION};
+use super::protocol::{Envelope, MAX_REQUEST_BYTES, Response, parse_request};
 use super::{Answer, ControlHandle, LogLine};
 use crate::fswatch::{self, Removal};
 
@@ -213,13 +213,7 @@ async fn read_request(reader: &mut tokio::net::unix::OwnedReadHalf) -> Result<En
     if line.len() > MAX_REQUEST_BYTES {
         return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(&line).map_err(|e| format!("the request is not JSON: {e}"))?;
-    let version = value.get("v").and_then(serde_json::Value::as_u64);
-    if version != Some(u64::from(VERSION)) {
-        return Err(format!("protocol version {version:?} is not supported; this init speaks {VERSION}"));
-    }
-    serde_json::from_value(value).map_err(|e| format!("not a valid request: {e}"))
+    parse_request(&line)
 }
 
 async fn write_line<W: AsyncWriteExt + Unpin>(writer: &mut W, response: &Response) -> io::Result<()> {

@@ -15,7 +15,7 @@
 //! deliberately differs.
 
 mod format;
-pub(crate) mod library;
+pub mod library;
 mod order;
 mod scan;
 #[cfg(test)]
@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use format::{Cache, decode, encode};
 pub use library::FLAGS_X86_64;
+pub use order::sort;
 pub use scan::scan;
 
 /// Where the loader of an FHS distribution reads the cache.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod image;
 mod nvidia;
 mod static_build;
@@ -27,7 +28,11 @@ cargo xtask <task>
   bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md
   bench gpu      only the gpu node against nix2gpu's shell steps: replaces its part
   bench soak     ten minutes of restarts, probes and log traffic: the init's memory and
-                 descriptors over time, into its part of BENCHMARKS.md (not in `bench`)";
+                 descriptors over time, into its part of BENCHMARKS.md (not in `bench`)
+  fuzz [--seconds N] [TARGET...]
+                 build the fuzz targets of fuzz/ (cargo +nightly fuzz), run each (or those
+                 named) for N seconds (default 60), report executions and crashes; fails if
+                 any crashed";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(),
         "image" => image::build(),
         "bench" => bench::run(std::env::args().nth(2).as_deref()),
+        "fuzz" => fuzz::run_all(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             println!("{HELP}");
             return if task.is_empty() || task == "help" { ExitCode::SUCCESS } else { ExitCode::FAILURE };

@@ -19,8 +19,8 @@ const MIN_LOAD_ALIGN: u64 = 0x1000;
 /// Where appended bytes start: a round offset, for readable `readelf` output only.
 pub(super) const APPEND_ALIGN: u64 = 16;
 
-/// Changes to a file: byte ranges to overwrite, some of them past its current end, and its
-/// size afterwards (zeros fill any gap).
+/// Changes to a file: byte ranges to overwrite (disjoint, in order of offset), some of them
+/// past its current end, and its size afterwards (zeros fill any gap).
 pub(super) struct Patch {
     pub size: u64,
     pub writes: Vec<(u64, Vec<u8>)>,
@@ -37,7 +37,7 @@ impl Patch {
     }
 
     /// Lays the parts of the writes that fall into `offset..offset + buffer.len()` over
-    /// `buffer`, in order (a later write wins).
+    /// `buffer`.
     pub fn overlay(&self, offset: u64, buffer: &mut [u8]) {
         let end = offset.saturating_add(buffer.len() as u64);
         for (at, bytes) in &self.writes {
@@ -60,7 +60,8 @@ pub(super) struct Edit<'i, 's> {
     segments: Vec<ProgramHeader>,
     sections: Vec<SectionHeader>,
     dynamic: Option<Dynamic>,
-    writes: Vec<(u64, Vec<u8>)>,
+    /// What each write is (for messages), where it goes, and its bytes.
+    writes: Vec<(&'static str, u64, Vec<u8>)>,
     appendix: Vec<u8>,
     /// Where in `appendix` the interpreter went, and its size with the NUL.
     moved_interpreter: Option<(u64, u64)>,
@@ -89,10 +90,10 @@ impl<'i, 's> Edit<'i, 's> {
     }
 
     /// Writes `value` at `offset`, NUL-filling the rest of a slot of `slot` bytes.
-    fn overwrite(&mut self, offset: u64, slot: usize, value: &[u8]) {
+    fn overwrite(&mut self, what: &'static str, offset: u64, slot: usize, value: &[u8]) {
         let mut bytes = value.to_vec();
         bytes.resize(slot.max(value.len() + 1), 0);
-        self.writes.push((offset, bytes));
+        self.writes.push((what, offset, bytes));
     }
 
     pub fn set_interpreter(&mut self, path: &[u8]) -> Result<()> {
@@ -100,7 +101,7 @@ impl<'i, 's> Edit<'i, 's> {
         // The segment keeps its size, so that a later, longer path can still use the room.
         let room = usize::try_from(segment.p_filesz).unwrap_or(0);
         if path.len() < room {
-            self.overwrite(segment.p_offset, room, path);
+            self.overwrite("PT_INTERP segment", segment.p_offset, room, path);
             return Ok(());
         }
         let at = self.append(path);
@@ -119,7 +120,7 @@ impl<'i, 's> Edit<'i, 's> {
                 if let Some(room) = self.room_in_place(&dynamic, &strings, slot, value.len())? {
                     dynamic.set(slot, DT_RUNPATH, old)?;
                     self.dynamic = Some(dynamic);
-                    self.overwrite(strings.offset + old, room, value);
+                    self.overwrite("DT_RUNPATH string", strings.offset + old, room, value);
                     return Ok(());
                 }
                 slot
@@ -184,10 +185,14 @@ impl<'i, 's> Edit<'i, 's> {
             }
             size = offset + self.appendix.len() as u64;
             let appendix = std::mem::take(&mut self.appendix);
-            self.writes.push((offset, appendix));
+            self.writes.push(("appended bytes", offset, appendix));
         }
         self.write_headers()?;
-        Ok(Patch { size, writes: self.writes })
+        check_disjoint(&mut self.writes)?;
+        Ok(Patch {
+            size,
+            writes: self.writes.into_iter().map(|(_, offset, bytes)| (offset, bytes)).collect(),
+        })
     }
 
     /// Where the appendix goes: its file offset and address.
@@ -308,15 +313,35 @@ impl<'i, 's> Edit<'i, 's> {
     /// Adds writes of the program headers, the dynamic section and the section headers.
     fn write_headers(&mut self) -> Result<()> {
         let header = &self.image.header;
-        self.writes.push((header.e_phoff, serialize(&self.segments, SIZEOF_PHDR)?));
+        self.writes.push(("program header table", header.e_phoff, serialize(&self.segments, SIZEOF_PHDR)?));
         if let Some(dynamic) = &self.dynamic {
-            self.writes.push((dynamic.offset, serialize(&dynamic.entries, SIZEOF_DYN)?));
+            self.writes.push(("dynamic section", dynamic.offset, serialize(&dynamic.entries, SIZEOF_DYN)?));
         }
         if !self.sections.is_empty() {
-            self.writes.push((header.e_shoff, serialize(&self.sections, SIZEOF_SHDR)?));
+            self.writes.push((
+                "section header table",
+                header.e_shoff,
+                serialize(&self.sections, SIZEOF_SHDR)?,
+            ));
         }
         Ok(())
     }
+}
+
+/// Refuses writes that overlap (sorting them by offset): one would undo part of the other, and
+/// the result would not be what was planned. Only a crafted file places, say, the interpreter
+/// path inside the program header table; in a linker's output these parts never share bytes.
+fn check_disjoint(writes: &mut [(&'static str, u64, Vec<u8>)]) -> Result<()> {
+    writes.sort_by_key(|(_, offset, _)| *offset);
+    for pair in writes.windows(2) {
+        let [(first, offset, bytes), (second, next, _)] = pair else { continue };
+        if offset.saturating_add(bytes.len() as u64) > *next {
+            return Err(format!(
+                "the {first} and the {second} overlap in the file: rewriting one would damage the other"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A table of `entry`-byte records, little-endian.

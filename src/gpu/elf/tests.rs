@@ -308,3 +308,34 @@ fn broken_inputs_never_panic() {
         }
     }
 }
+
+#[test]
+fn parts_that_share_bytes_are_refused_not_half_rewritten() {
+    // Found by the fuzzer (fuzz/ target `elf`): a PT_INTERP inside the program header table.
+    // The new path was written in place, then the table written back over it, and the result
+    // named neither loader.
+    use goblin::elf::program_header::PT_INTERP;
+    use goblin::elf64::header::Header;
+    use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
+    use scroll::{LE, Pread, Pwrite};
+
+    let scratch = Scratch::new("elf-overlap");
+    let mut program = fs::read(scratch.compile("hello.c", "hello", &[])).unwrap();
+    let header: Header = program.pread_with(0, LE).unwrap();
+    let interp_at = (0..usize::from(header.e_phnum))
+        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
+        .find(|&at| program.pread_with::<ProgramHeader>(at, LE).unwrap().p_type == PT_INTERP)
+        .unwrap();
+    let mut interp: ProgramHeader = program.pread_with(interp_at, LE).unwrap();
+    (interp.p_offset, interp.p_filesz) = (header.e_phoff, SIZEOF_PHDR as u64);
+    program.pwrite_with(interp, interp_at, LE).unwrap();
+    // The first header's type (PT_PHDR, 6) is now the "path": a 6 then NULs.
+    assert_eq!(read_interpreter(&program).unwrap().as_deref(), Some("\u{6}"));
+
+    let error = rewrite(&program, "/l", None).unwrap_err();
+    assert_eq!(
+        error,
+        "the PT_INTERP segment and the program header table overlap in the file: rewriting one would \
+         damage the other"
+    );
+}
