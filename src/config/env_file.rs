@@ -8,9 +8,29 @@ use std::path::Path;
 /// prefix is allowed, and a value wholly in single or double quotes loses them. Values are
 /// `${VAR}`-expanded later, like `environment` values.
 pub(super) fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = fs::read_to_string(path)
-        .map_err(|error| format!("cannot read env_file {}: {error}", path.display()))?;
+    let text =
+        read_bounded(path).map_err(|error| format!("cannot read env_file {}: {error}", path.display()))?;
     parse(&text).map_err(|(line, message)| format!("env_file {} line {line}: {message}", path.display()))
+}
+
+/// The largest env file read: far beyond any real one, small enough that a config naming
+/// /dev/zero (or a huge file) cannot make the init, which plans at boot and on reload, run out
+/// of memory.
+const MAX_LEN: u64 = 1 << 20;
+
+/// The file's text, refused when it is not a regular file or larger than [`MAX_LEN`].
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_LEN + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_LEN {
+        return Err(Error::new(ErrorKind::InvalidData, format!("larger than {MAX_LEN} bytes")));
+    }
+    Ok(text)
 }
 
 /// Parses env-file text; an error names its 1-based line.
@@ -44,6 +64,17 @@ fn unquote(value: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_and_huge_files_are_refused_not_read() {
+        let error = read(Path::new("/dev/zero")).unwrap_err();
+        assert!(error.contains("not a regular file"), "{error}");
+        let big = std::env::temp_dir().join(format!("nix2gpu-env-big-{}", std::process::id()));
+        fs::write(&big, "A=b\n".repeat(300_000)).unwrap();
+        let error = read(&big).unwrap_err();
+        fs::remove_file(&big).unwrap();
+        assert!(error.contains("larger than 1048576 bytes"), "{error}");
+    }
 
     #[test]
     fn parses_the_common_format() {
