@@ -20,3 +20,5 @@ pub mod probe;
 pub mod runtime;
 pub mod spawn;
 pub mod supervisor;
+#[cfg(test)]
+mod testing;

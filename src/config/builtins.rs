@@ -9,6 +9,7 @@
 //! the environment every process gets.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use super::plan::{DEFAULT_STOP_SIGNAL, Service, check};
 use super::provenance::Issue;
 use super::validate;
 use super::{Config, Enable, NotifyAccess, Port, RestartPolicy};
+use crate::gpu::probe;
 use crate::graph::NodeSpec;
 
 pub const GPU: &str = "gpu";
@@ -36,11 +38,6 @@ pub const TAILSCALE_REPORT: &str = "/run/nix2gpu/tailscale.json";
 /// The line the `tailscale` node prints when the backend reaches Running: its readiness.
 pub const TAILSCALE_READY_LINE: &str = "tailscale backend is Running";
 
-/// The directories the NVIDIA container toolkit injects driver libraries into, in the order
-/// they are searched after `$NVIDIA_CTK_LIBCUDA_DIR` (see gpu-elf-ldcache.md, section 6).
-pub const DRIVER_DIRS: [&str; 4] =
-    ["/usr/lib64", "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/local/nvidia/lib64"];
-
 /// The `gpu` node's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GpuNode {
@@ -51,8 +48,8 @@ pub struct GpuNode {
     pub loader: Option<PathBuf>,
     /// Soname links to the driver libraries, for Nix-built programs (`/run/opengl-driver/lib`).
     pub driver_link_dir: PathBuf,
-    /// Where to look for the driver libraries: the configured ones, `$NVIDIA_CTK_LIBCUDA_DIR`,
-    /// then [`DRIVER_DIRS`].
+    /// Where to look for the driver libraries: the configured ones, then the probe's
+    /// ([`probe::library_dirs`]) but the node's own link directory.
     pub library_dirs: Vec<PathBuf>,
     /// Where the rewritten nvidia-smi goes; first on every service's PATH.
     pub bin_dir: PathBuf,
@@ -263,9 +260,12 @@ fn non_empty<'a>(vars: &'a BTreeMap<String, String>, name: &str) -> Option<&'a s
 /// The `gpu` node, unless turned off, or `auto` finds no GPU requested and no driver files.
 fn gpu(config: &Config, vars: &BTreeMap<String, String>) -> Option<GpuNode> {
     let settings = &config.nix2gpu.gpu;
+    let driver_link_dir =
+        PathBuf::from(settings.driver_link_dir.as_deref().unwrap_or("/run/opengl-driver/lib"));
     let mut library_dirs: Vec<PathBuf> = settings.library_dirs.iter().flatten().map(PathBuf::from).collect();
-    library_dirs.extend(non_empty(vars, "NVIDIA_CTK_LIBCUDA_DIR").map(PathBuf::from));
-    library_dirs.extend(DRIVER_DIRS.iter().map(PathBuf::from));
+    // The node's own links are its output, not where the driver was injected.
+    let toolkit = probe::library_dirs(non_empty(vars, probe::LIBCUDA_DIR_ENV).map(OsStr::new));
+    library_dirs.extend(toolkit.into_iter().filter(|dir| *dir != driver_link_dir));
     let wanted = match settings.enable.unwrap_or_default() {
         Enable::Off => false,
         Enable::On => true,
@@ -275,9 +275,7 @@ fn gpu(config: &Config, vars: &BTreeMap<String, String>) -> Option<GpuNode> {
         wait: settings.wait_seconds.map_or(Duration::from_secs(30), |s| s.0),
         patch_nvidia_smi: settings.patch_nvidia_smi.unwrap_or(true),
         loader: settings.loader.as_ref().map(PathBuf::from),
-        driver_link_dir: PathBuf::from(
-            settings.driver_link_dir.as_deref().unwrap_or("/run/opengl-driver/lib"),
-        ),
+        driver_link_dir,
         library_dirs,
         bin_dir: Path::new(RUN_DIR).join("bin"),
         report_file: PathBuf::from(GPU_REPORT),

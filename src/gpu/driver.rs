@@ -175,27 +175,22 @@ fn glob(root: &Path, pattern: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nix2gpu-driver-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::testing::Scratch;
 
     #[test]
     fn the_conf_entry_is_written_once() {
-        let root = scratch("conf");
+        let scratch = Scratch::new("conf");
+        let root = scratch.0.clone();
         assert!(conf_entry(&root, Path::new("/usr/lib64")).unwrap());
         assert!(!conf_entry(&root, Path::new("/usr/lib64")).unwrap());
         let text = fs::read_to_string(root.join("etc/ld.so.conf.d/nix2gpu-nvidia.conf")).unwrap();
         assert_eq!(text, "/usr/lib64\n");
-        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn cache_dirs_follow_includes_then_trusted_dirs() {
-        let root = scratch("dirs");
+        let scratch = Scratch::new("dirs");
+        let root = scratch.0.clone();
         for dir in ["etc/ld.so.conf.d", "opt/a", "opt/b", "usr/lib64", "usr/lib"] {
             fs::create_dir_all(root.join(dir)).unwrap();
         }
@@ -205,12 +200,12 @@ mod tests {
         fs::write(root.join("etc/ld.so.conf.d/a.conf"), "/opt/a # first\n").unwrap();
         fs::write(root.join("etc/ld.so.conf.d/a.conf.bak"), "/opt/never\n").unwrap();
         assert_eq!(cache_dirs(&root), ["/opt/a", "/opt/b", "/usr/lib64", "/usr/lib"].map(PathBuf::from));
-        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn the_version_comes_from_nvml_s_file_name() {
-        let root = scratch("version");
+        let scratch = Scratch::new("version");
+        let root = scratch.0.clone();
         fs::write(root.join("libnvidia-ml.so.535.309.01"), "").unwrap();
         symlink("libnvidia-ml.so.535.309.01", root.join("libnvidia-ml.so.1")).unwrap();
         assert_eq!(version(&root.join("libnvidia-ml.so.1")).as_deref(), Some("535.309.01"));
@@ -218,6 +213,5 @@ mod tests {
         fs::write(root.join("libz.so.1.2.13"), "").unwrap();
         let names: Vec<PathBuf> = libraries(&root, "535.309.01");
         assert_eq!(names, [root.join("libcuda.so.535.309.01"), root.join("libnvidia-ml.so.535.309.01")]);
-        fs::remove_dir_all(root).unwrap();
     }
 }

@@ -171,13 +171,7 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("nix2gpu-wait-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::testing::Scratch;
 
     /// This test binary itself: a complete ELF file to stand in for a library.
     fn some_elf() -> Vec<u8> {
@@ -186,7 +180,8 @@ mod tests {
 
     #[test]
     fn files_arriving_later_end_the_wait_at_once() {
-        let root = scratch("arrive");
+        let scratch = Scratch::new("arrive");
+        let root = scratch.0.clone();
         let libs = root.join("usr/lib64");
         let device = root.join("dev/nvidiactl");
         let (libs2, device2) = (libs.clone(), device.clone());
@@ -205,12 +200,12 @@ mod tests {
         assert!(found.complete(), "{found:?}");
         assert_eq!(found.driver_dir(), Some(libs.as_path()));
         assert!(done.duration_since(written) < Duration::from_secs(1), "noticed late");
-        fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn a_truncated_library_is_not_found_and_the_deadline_holds() {
-        let root = scratch("truncated");
+        let scratch = Scratch::new("truncated");
+        let root = scratch.0.clone();
         let elf = some_elf();
         fs::write(root.join("libnvidia-ml.so.1"), &elf[..elf.len() / 2]).unwrap();
         let started = Instant::now();
@@ -224,6 +219,5 @@ mod tests {
             ["libnvidia-ml.so.*", "libcuda.so.*", &*root.join("nvidiactl").to_string_lossy()]
         );
         assert_eq!(found.unusable, [root.join("libnvidia-ml.so.1")], "named for the verdict");
-        fs::remove_dir_all(root).unwrap();
     }
 }

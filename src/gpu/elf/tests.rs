@@ -1,9 +1,9 @@
 //! The rewrite on small programs built here with gcc: each rewritten program must still run,
 //! and binutils' readelf (an independent reader) must agree on what was written.
 
+use crate::testing::Scratch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::edit::APPEND_ALIGN;
 use super::*;
@@ -11,22 +11,8 @@ use super::*;
 const SYSTEM_LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/elf");
 
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
+/// What these tests add to the shared scratch directory: loader links and compiled programs.
 impl Scratch {
-    fn new(name: &str) -> Self {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let unique = COUNT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("n2g-{name}-{}-{unique}", std::process::id()));
-        fs::create_dir_all(&path).unwrap();
-        Self(path)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
     /// A symlink to the system loader at `relative` (directories created), as an absolute path.
     fn loader_link(&self, relative: &str) -> String {
         let link = self.0.join(relative);
@@ -64,12 +50,6 @@ impl Scratch {
         let status = Command::new("gcc").arg(&source).args(flags).arg("-o").arg(&output).status().unwrap();
         assert!(status.success(), "gcc {flags:?} {name}.c failed");
         output
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
     }
 }
 

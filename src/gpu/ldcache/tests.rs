@@ -6,43 +6,13 @@
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::library::{self, FLAGS_X86_64, Library};
 use super::order::libcmp;
 use super::{Entry, decode, encode, scan, update};
-
-/// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let unique = COUNT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("nix2gpu-ldcache-{name}-{}-{unique}", std::process::id()));
-        fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-
-    fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.0.join(name);
-        fs::write(&path, bytes).unwrap();
-        path
-    }
-
-    fn link(&self, name: &str, target: &str) {
-        symlink(target, self.0.join(name)).unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use crate::testing::Scratch;
 
 /// Knuth's MMIX LCG, so a failure reproduces from its seed.
 struct Lcg(u64);
@@ -436,7 +406,7 @@ fn strtab_entry(bytes: &[u8]) -> usize {
 
 fn read_bytes(bytes: &[u8]) -> Option<Library> {
     let scratch = Scratch::new("read");
-    let path = scratch.file("libx.so", bytes);
+    let path = scratch.write("libx.so", bytes);
     read_file(&path)
 }
 
@@ -493,7 +463,7 @@ fn a_soname_outside_the_file_skips_it_and_no_truncation_panics() {
     assert_eq!(read_bytes(&far), None);
     let scratch = Scratch::new("truncated");
     for len in 0..bytes.len() {
-        let path = scratch.file("libx.so", &bytes[..len]);
+        let path = scratch.write("libx.so", &bytes[..len]);
         let _ = read_file(&path);
     }
 }
@@ -516,16 +486,16 @@ fn listing(entries: &[Entry]) -> Vec<String> {
 fn names_follow_ldconfigs_rules_for_files_and_links() {
     let lib = Scratch::new("rules");
     let d = lib.0.display();
-    lib.file("libfoo.so.1.2.3", &library_with("libfoo.so.1"));
+    lib.write("libfoo.so.1.2.3", library_with("libfoo.so.1"));
     lib.link("libfoo.so.1", "libfoo.so.1.2.3");
     lib.link("libfoo.so", "libfoo.so.1");
     lib.link("libfoo-compat.so.7", "libfoo.so.1.2.3"); // neither its soname nor a .so link
     lib.link("libgone.so.1", "libgone.so.1.0"); // dangling
-    lib.file("libnoname.so", &Object { soname: None, ..X86_64_LIBRARY }.bytes());
-    lib.file("libc.so", b"/* GNU ld script */\nGROUP ( libc.so.6 )\n");
-    lib.file("libbar.so.2.0.#prelink#.a1b2c3", &library_with("libbar.so.2"));
-    lib.file("notalib.so.1", &library_with("notalib.so.1"));
-    lib.file("libbar.a", b"!<arch>\n");
+    lib.write("libnoname.so", Object { soname: None, ..X86_64_LIBRARY }.bytes());
+    lib.write("libc.so", b"/* GNU ld script */\nGROUP ( libc.so.6 )\n");
+    lib.write("libbar.so.2.0.#prelink#.a1b2c3", library_with("libbar.so.2"));
+    lib.write("notalib.so.1", library_with("notalib.so.1"));
+    lib.write("libbar.a", b"!<arch>\n");
     fs::create_dir(lib.0.join("libdir.so.1")).unwrap();
     lib.link("libdirlink.so.1", "libdir.so.1");
     nix::unistd::mkfifo(&lib.0.join("libfifo.so.1"), nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -545,9 +515,9 @@ fn names_follow_ldconfigs_rules_for_files_and_links() {
 fn without_a_soname_link_the_entry_names_the_file_and_the_newest_file_wins() {
     let lib = Scratch::new("nolink");
     let d = lib.0.display();
-    lib.file("libfoo.so.1.2", &library_with("libfoo.so.1"));
-    lib.file("libfoo.so.1.10", &library_with("libfoo.so.1"));
-    lib.file("libfoo.so.1.9", &library_with("libfoo.so.1"));
+    lib.write("libfoo.so.1.2", library_with("libfoo.so.1"));
+    lib.write("libfoo.so.1.10", library_with("libfoo.so.1"));
+    lib.write("libfoo.so.1.9", library_with("libfoo.so.1"));
     let entries = scan(std::slice::from_ref(&lib.0)).unwrap();
     assert_eq!(listing(&entries), [format!("libfoo.so.1 0x303 {d}/libfoo.so.1.10")]);
     lib.link("libfoo.so.1", "libfoo.so.1.2");
@@ -558,8 +528,8 @@ fn without_a_soname_link_the_entry_names_the_file_and_the_newest_file_wins() {
 #[test]
 fn directories_count_once_in_order_and_must_be_absolute_and_readable() {
     let (first, second) = (Scratch::new("first"), Scratch::new("second"));
-    first.file("libfoo.so.1", &library_with("libfoo.so.1"));
-    second.file("libfoo.so.1", &library_with("libfoo.so.1"));
+    first.write("libfoo.so.1", library_with("libfoo.so.1"));
+    second.write("libfoo.so.1", library_with("libfoo.so.1"));
     second.link("alias", second.0.to_str().unwrap());
     let with_slashes = PathBuf::from(format!("{}//", first.0.display()));
     let entries = scan(&[with_slashes, second.0.join("alias"), second.0.clone(), first.0.clone()]).unwrap();
@@ -582,8 +552,8 @@ fn directories_count_once_in_order_and_must_be_absolute_and_readable() {
 fn update_writes_a_readable_cache_atomically() {
     let lib = Scratch::new("update-lib");
     let out = Scratch::new("update-out");
-    lib.file("libfoo.so.1", &library_with("libfoo.so.1"));
-    let cache = out.file("ld.so.cache", b"previous contents");
+    lib.write("libfoo.so.1", library_with("libfoo.so.1"));
+    let cache = out.write("ld.so.cache", b"previous contents");
     assert_eq!(update(&cache, std::slice::from_ref(&lib.0)).unwrap(), 1);
     let written = decode(&fs::read(&cache).unwrap()).unwrap();
     assert_eq!(written.entries, scan(std::slice::from_ref(&lib.0)).unwrap());
