@@ -12,7 +12,8 @@ impl Scratch {
     pub(crate) fn new(name: &str) -> Self {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let unique = COUNT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("nix2gpu-{name}-{}-{unique}", std::process::id()));
+        // Short on purpose: the ELF tests need loader paths shorter than the 28 bytes of .interp.
+        let path = std::env::temp_dir().join(format!("n2g-{name}-{}-{unique}", std::process::id()));
         fs::create_dir_all(&path).unwrap();
         Self(path)
     }
