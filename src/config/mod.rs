@@ -19,6 +19,7 @@
 
 pub mod builtins;
 mod decode;
+mod direct;
 mod env_file;
 mod expand;
 mod locate;

@@ -19,7 +19,7 @@ use super::locate::KeyPath;
 use super::probe::{self, ProbePlan};
 use super::provenance::Issue;
 use super::user::{self, AccountDb};
-use super::{Config, ConfigError, NotifyAccess, Process, env_file, sorted, validate};
+use super::{Config, ConfigError, NotifyAccess, Process, direct, env_file, sorted, validate};
 use crate::accounts::Credentials;
 
 /// Lines of output kept per process when `log_length` is not set.
@@ -220,6 +220,15 @@ impl<'a> Planner<'a> {
             Some(signal) => check(validate::signal(signal), &path.key("shutdown").key("signal"), issues),
             None => Some(DEFAULT_STOP_SIGNAL),
         };
+        let env = if [argv.as_ref().filter(|_| process.command.is_some()), shutdown_command.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|argv| !argv.starts_with(&self.shell))
+        {
+            with_pwd(env, working_dir.as_deref())
+        } else {
+            env
+        };
         let watchdog = notify_settings(process, &path, issues);
         let spec = self.node_spec(name, process, &path, readiness.as_ref(), liveness.as_ref(), issues);
         Some(Service {
@@ -290,10 +299,12 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The shell and an expanded command string.
+    /// The shell and an expanded command string; with the default shell, just the string's
+    /// words when that is all the shell would execute (see [`direct`]).
     fn shell_argv(&self, command: &str, vars: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
         let command = non_empty(expand(command, vars)?, "the command")?;
-        Ok(self.shell.iter().cloned().chain([command]).collect())
+        let words = (self.shell == DEFAULT_SHELL).then(|| direct::argv(&command)).flatten();
+        Ok(words.unwrap_or_else(|| self.shell.iter().cloned().chain([command]).collect()))
     }
 
     fn ready_log_line(
@@ -388,13 +399,28 @@ fn notify_settings(process: &Process, path: &KeyPath, issues: &mut Vec<Issue>) -
     (issues.len() == before).then_some(watchdog)
 }
 
+/// The shell that runs command strings when none is configured.
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
 /// The shell that runs command strings: `shell.shell_command` (default `/bin/sh`) and
 /// `shell.shell_argument` (default `-c`; an empty one is left out).
 fn shell(config: &Config) -> Vec<String> {
     let shell = config.shell.as_ref();
-    let program = shell.and_then(|s| s.shell_command.clone()).unwrap_or_else(|| "/bin/sh".into());
-    let argument = shell.and_then(|s| s.shell_argument.clone()).unwrap_or_else(|| "-c".into());
+    let program = shell.and_then(|s| s.shell_command.clone()).unwrap_or_else(|| DEFAULT_SHELL[0].into());
+    let argument = shell.and_then(|s| s.shell_argument.clone()).unwrap_or_else(|| DEFAULT_SHELL[1].into());
     std::iter::once(program).chain(Some(argument).filter(|a| !a.is_empty())).collect()
+}
+
+/// `env` with `PWD` as the shell would have exported it (the absolute working directory),
+/// for a command executed without the shell; a `PWD` the configuration sets stays.
+fn with_pwd(mut env: Vec<(String, String)>, working_dir: Option<&Path>) -> Vec<(String, String)> {
+    if env.iter().any(|(key, _)| key == "PWD") {
+        return env;
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let dir = working_dir.map_or_else(|| cwd.clone(), |dir| cwd.join(dir));
+    env.push(("PWD".into(), dir.to_string_lossy().into_owned()));
+    env
 }
 
 /// `KEY=VALUE` entries, each expanded against `vars` and then added to them, in order.

@@ -701,9 +701,10 @@ fn later_files_override_earlier_ones() {
     assert_eq!(config.processes["db"].command.as_deref(), Some("pg"));
     let (_accounts_dir, accounts) = fixture_accounts();
     let plan = plan(&config, &init_env(), &accounts).unwrap();
+    let cwd = std::env::current_dir().unwrap().display().to_string();
     assert_eq!(
         plan.services[1].env,
-        [("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())]
+        [("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string()), ("PWD".to_string(), cwd)]
     );
     let health = dir.write("health.yaml", "nix2gpu: {health: {listen: \"127.0.0.1:9100\"}}\n");
     let later = dir.write("later.yaml", "nix2gpu: {health: {listen: \"0.0.0.0:8080\"}}\n");
@@ -752,8 +753,11 @@ fn plan_defaults() {
     let (_config, plan) = check_text("c.yaml", "processes:\n  web:\n    command: serve --port 80\n    readiness_probe:\n      tcp_socket: {port: 80}\n").unwrap();
     assert_eq!(plan.log_length, 1000);
     let web = &plan.services[0];
-    assert_eq!(web.argv, ["/bin/sh", "-c", "serve --port 80"]);
-    assert!(web.env.is_empty() && web.working_dir.is_none() && web.user.is_none() && web.liveness.is_none());
+    // Plain words need no shell; the program gets the PWD the shell would have exported.
+    assert_eq!(web.argv, ["serve", "--port", "80"]);
+    let cwd = std::env::current_dir().unwrap().display().to_string();
+    assert_eq!(web.env, [("PWD".to_string(), cwd)]);
+    assert!(web.working_dir.is_none() && web.user.is_none() && web.liveness.is_none());
     assert_eq!(web.shutdown_signal, 15);
     assert!(web.shutdown_command.is_none() && web.ready_log_line.is_none());
     let readiness = web.readiness.as_ref().unwrap();
@@ -887,7 +891,7 @@ fn the_web_stack_fixture_plans() {
     let names: Vec<&str> = plan.services.iter().map(|s| s.spec.name.as_str()).collect();
     assert_eq!(names, ["db", "migrate", "web", "worker"]);
     let [db, migrate, web, worker] = &plan.services[..] else { panic!() };
-    assert_eq!(db.argv, ["/bin/sh", "-c", "postgres -D /var/lib/stack/pg -p 5433"]);
+    assert_eq!(db.argv, ["postgres", "-D", "/var/lib/stack/pg", "-p", "5433"]);
     assert_eq!(db.user, Some(Credentials { uid: 999, gid: 999, groups: vec![999, 44] }));
     assert_eq!(db.shutdown_signal, 2);
     assert_eq!(migrate.argv, ["/app/bin/migrate", "--database", "postgres://127.0.0.1:5432/app"]);
@@ -923,4 +927,24 @@ fn json_schema_describes_the_file() {
     let properties = schema.get("properties").unwrap();
     assert!(properties.get("processes").is_some() && properties.get("nix2gpu").is_some());
     assert!(json_schema().contains('\n'), "pretty-printed");
+}
+
+#[test]
+fn commands_go_to_the_shell_unless_it_would_only_execute_them() {
+    let text = "processes:\n  plain: {command: exec sleep 5, working_dir: /srv}\n  \
+                shell: {command: 'sleep 5 && echo done', shutdown: {command: stop --now}}\n  \
+                own: {command: sleep 5, environment: [PWD=/elsewhere]}\n";
+    let (_config, plan) = check_text("c.yaml", text).unwrap();
+    let [own, plain, shell] = &plan.services[..] else { panic!("{:?}", plan.services.len()) };
+    assert_eq!(plain.argv, ["sleep", "5"]);
+    assert_eq!(plain.env, [("PWD".to_string(), "/srv".to_string())]);
+    assert_eq!(shell.argv, ["/bin/sh", "-c", "sleep 5 && echo done"]);
+    assert_eq!(shell.shutdown_command.as_deref().unwrap(), ["stop", "--now"], "the shutdown command too");
+    assert!(shell.env.iter().any(|(key, _)| key == "PWD"), "for the shutdown command");
+    assert_eq!(own.env, [("PWD".to_string(), "/elsewhere".to_string())], "a configured PWD stays");
+    let configured =
+        "shell: {shell_command: /bin/bash, shell_argument: -lc}\nprocesses:\n  p: {command: sleep 5}\n";
+    let (_config, plan) = check_text("c.yaml", configured).unwrap();
+    assert_eq!(plan.services[0].argv, ["/bin/bash", "-lc", "sleep 5"], "a configured shell always runs");
+    assert!(plan.services[0].env.is_empty());
 }

@@ -25,13 +25,9 @@ pub fn hold_for_main() -> Result<&'static [RawFd], String> {
     Ok(INHERITED.get_or_init(|| inherited))
 }
 
-/// In the forked main process, before exec: the inherited descriptors stay open across exec.
-/// Only fcntl(2) calls (async-signal-safe), no allocation.
-pub fn pass_on_in_child() -> io::Result<()> {
-    for fd in INHERITED.get().map(Vec::as_slice).unwrap_or_default() {
-        set_close_on_exec(*fd, false)?;
-    }
-    Ok(())
+/// The descriptors [`hold_for_main`] found (none before it ran).
+pub fn descriptors() -> &'static [RawFd] {
+    INHERITED.get().map(Vec::as_slice).unwrap_or_default()
 }
 
 /// Raw fcntl(2): the descriptor may be closed (EBADF), which rules out a `BorrowedFd`.

@@ -1,31 +1,37 @@
-//! Process creation: std `Command` plus what must happen between fork and exec.
+//! Process creation, for the main process, services, probes and shutdown commands alike.
 //!
-//! `tokio::process` is not used: its own waiting races the init's single reaper (crates.md
-//! §1.4). The child's setup runs in `pre_exec`, after std's own steps (environment, working
-//! directory), in this order: a process group of its own (a new session for services, so a
-//! service can never touch the container's terminal; the main process stays in the init's
-//! session so it can be handed the terminal's foreground), the terminal (when asked), then the
-//! privilege drop (supplementary groups, gid, uid: in that order, or the drop would fail), and
-//! last an empty signal mask (the init blocks the signals it reads through its signalfd, and a
-//! mask survives exec). std's own `.uid()`/`.gid()` are not used: they run before `pre_exec`.
-//! Descriptors the init inherited reach the main process only (see `pid1::inherited`).
+//! `tokio::process` and std's `Command` are not used: tokio's own waiting races the init's
+//! single reaper (crates.md §1.4), and both fork a copy of the init per start (see [`child`]
+//! for what that costs with many services and how it is avoided). The child, in this order:
+//! gets a descriptor table of its own, resets signal handlers, gets a process group of its own
+//! (a new session for services, so a service can never touch the container's terminal; the
+//! main process stays in the init's session so it can be handed the terminal's foreground),
+//! the terminal (when asked), its stdin, stdout and stderr, its working directory, then drops
+//! privileges (supplementary groups, gid, uid: in that order, or the drop would fail), and last
+//! empties its signal mask (the init blocks the signals it reads through its signalfd, and a
+//! mask survives exec). Descriptors the init inherited reach the main process only (see
+//! `pid1::inherited`).
+
+mod child;
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use nix::errno::Errno;
-use nix::unistd::{Gid, Pid, Uid, getpgrp, setgid, setgroups, setpgid, setsid, setuid, tcsetpgrp};
+use nix::fcntl::OFlag;
+use nix::unistd::{Pid, getpgrp, pipe2, tcsetpgrp};
 
+use self::child::ChildOutput;
+pub use self::child::reserve_slots;
 pub use crate::accounts::Credentials;
 use crate::exit_code;
-use crate::pid1::{inherited, signals};
+use crate::pid1::inherited;
 
 /// A process's environment: the startup environment, shared by every process (one copy for a
 /// thousand services, not a thousand), then the process's own variables, later ones winning.
@@ -51,10 +57,6 @@ impl Environment {
     fn effective(&self) -> BTreeMap<&OsStr, &OsStr> {
         let base = self.base.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()));
         base.chain(self.own.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))).collect()
-    }
-
-    fn apply(&self, command: &mut Command) {
-        command.env_clear().envs(self.base.iter()).envs(self.own.iter().map(|(k, v)| (k, v)));
     }
 }
 
@@ -148,78 +150,99 @@ impl fmt::Display for SpawnError {
 
 /// Starts the program. The caller owns its exit status through the reaper.
 pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
-    let program = spec.argv.first().cloned().unwrap_or_default();
-    let mut command = Command::new(&program);
-    command.args(spec.argv.get(1..).unwrap_or_default());
-    spec.env.apply(&mut command);
-    if let Some(dir) = spec.working_dir {
-        command.current_dir(dir);
-    }
-    let (out, err) = match spec.output {
-        Output::Inherit => (Stdio::inherit(), Stdio::inherit()),
-        Output::Capture => (Stdio::piped(), Stdio::piped()),
-        Output::Discard => (Stdio::null(), Stdio::null()),
+    start(spec).map_err(|error| SpawnError {
+        program: spec.argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+        error,
+        path_var: spec.env.get("PATH").map(|p| p.to_string_lossy().into_owned()),
+    })
+}
+
+fn start(spec: &Spec<'_>) -> io::Result<Spawned> {
+    let argv = c_strings(spec.argv.iter().map(|arg| arg.as_bytes()))?;
+    let envp = c_strings(
+        spec.env.effective().into_iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()),
+    )?;
+    let working_dir = spec.working_dir.map(|dir| c_string(dir.as_os_str().as_bytes())).transpose()?;
+    let (stdout, stderr, output) = match spec.output {
+        Output::Inherit => (None, None, ChildOutput::Inherit),
+        Output::Discard => (None, None, ChildOutput::Null),
+        Output::Capture => {
+            let (out_read, out_write) = pipe2(OFlag::O_CLOEXEC)?;
+            let (err_read, err_write) = pipe2(OFlag::O_CLOEXEC)?;
+            (Some(out_read), Some(err_read), ChildOutput::Pipes(out_write, err_write))
+        }
     };
-    command.stdout(out).stderr(err);
-    if !spec.main {
-        command.stdin(Stdio::null());
-    }
-    let setup = ChildSetup::new(spec);
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls; everything it needs was prepared before the fork, so it
-    // allocates nothing and touches no lock.
-    unsafe {
-        command.pre_exec(move || setup.apply());
-    }
-    match command.spawn() {
-        Ok(mut child) => Ok(Spawned {
-            pid: Pid::from_raw(child.id() as i32),
-            stdout: child.stdout.take().map(OwnedFd::from),
-            stderr: child.stderr.take().map(OwnedFd::from),
-        }),
-        Err(error) => Err(SpawnError {
-            program: program.to_string_lossy().into_owned(),
-            error,
-            path_var: spec.env.get("PATH").map(|p| p.to_string_lossy().into_owned()),
-        }),
-    }
+    let groups: Vec<nix::libc::gid_t> = spec.credentials.map(|c| c.groups.clone()).unwrap_or_default();
+    let job = child::Job {
+        argv: &argv,
+        envp: &envp,
+        working_dir: working_dir.as_deref(),
+        stdin_null: !spec.main,
+        output,
+        main: spec.main,
+        foreground: spec.foreground,
+        credentials: spec.credentials.map(|c| (groups.as_slice(), c.gid, c.uid)),
+        keep_open: if spec.main { inherited::descriptors() } else { &[] },
+    };
+    let pid = start_in_path(&job, spec.env)?;
+    // `job` goes out of scope here with the init's copies of the pipes' write ends.
+    Ok(Spawned { pid, stdout, stderr })
 }
 
-/// What the child does to itself between fork and exec, prepared in the parent so the child
-/// only makes system calls.
-struct ChildSetup {
-    main: bool,
-    foreground: bool,
-    /// Supplementary groups, gid and uid, in the order they must be set.
-    credentials: Option<(Vec<Gid>, Gid, Uid)>,
+/// Where PATH is searched when the process's environment has none (glibc's `_CS_PATH`).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// Starts the program, looking a bare name up in the process's PATH as `execvp(3)` would in
+/// the child: a place where the file is missing is skipped (access(2) tells, so a miss costs no
+/// start), one that refuses (EACCES) is remembered and skipped, any other outcome is final.
+fn start_in_path(job: &child::Job<'_>, env: &Environment) -> io::Result<Pid> {
+    let program = job.argv.first().map(|p| p.as_bytes()).unwrap_or_default();
+    if program.is_empty() {
+        return Err(io::Error::from_raw_os_error(nix::libc::ENOENT));
+    }
+    if program.contains(&b'/') {
+        return child::start(&job.argv[0], job);
+    }
+    let path = env.get("PATH").map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
+    let mut refused = false;
+    for dir in path.split(|b| *b == b':') {
+        // An empty entry is the working directory, as for execvp.
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = c_string(&[dir, b"/", program].concat())?;
+        if missing(&candidate) {
+            continue;
+        }
+        match child::start(&candidate, job) {
+            Err(error) if error.raw_os_error() == Some(nix::libc::EACCES) => refused = true,
+            Err(error) if is_missing(&error) => {}
+            outcome => return outcome,
+        }
+    }
+    Err(io::Error::from_raw_os_error(if refused { nix::libc::EACCES } else { nix::libc::ENOENT }))
 }
 
-impl ChildSetup {
-    fn new(spec: &Spec<'_>) -> Self {
-        let credentials = spec.credentials.map(|c| {
-            (c.groups.iter().map(|g| Gid::from_raw(*g)).collect(), Gid::from_raw(c.gid), Uid::from_raw(c.uid))
-        });
-        Self { main: spec.main, foreground: spec.foreground, credentials }
-    }
+/// The file is not there (or a path component is not a directory).
+fn missing(candidate: &CStr) -> bool {
+    // SAFETY: a NUL-terminated path that outlives the call; access(2) writes no memory of ours.
+    let status = unsafe { nix::libc::access(candidate.as_ptr(), nix::libc::F_OK) };
+    status != 0 && is_missing(&io::Error::last_os_error())
+}
 
-    /// Only async-signal-safe calls, no allocation: this runs in the forked child.
-    fn apply(&self) -> io::Result<()> {
-        if self.main {
-            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-            if self.foreground {
-                take_terminal()?;
-            }
-            inherited::pass_on_in_child()?;
-        } else {
-            setsid()?;
-        }
-        if let Some((groups, gid, uid)) = &self.credentials {
-            setgroups(groups)?;
-            setgid(*gid)?;
-            setuid(*uid)?;
-        }
-        signals::unblock_in_child()
-    }
+fn is_missing(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::ENOTDIR))
+}
+
+fn c_strings<I, B>(items: I) -> io::Result<Vec<CString>>
+where
+    I: IntoIterator<Item = B>,
+    B: AsRef<[u8]>,
+{
+    items.into_iter().map(|item| c_string(item.as_ref())).collect()
+}
+
+/// A NUL inside an argument, variable or path cannot be passed to exec.
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "contains a NUL byte"))
 }
 
 /// Makes the calling process's group the foreground group of the terminal on stdin. Not a
