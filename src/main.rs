@@ -144,12 +144,6 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     }
     // Before the init opens anything: what is open now was inherited.
     let inherited = pid1::inherited::hold_for_main();
-    // Next, while they are the lowest free descriptors (see spawn::child).
-    if let Err(failure) = nix2gpu_init::spawn::reserve_slots() {
-        eprintln!(
-            "nix2gpu-init: cannot reserve the descriptors for starting processes (/dev/null): {failure}"
-        );
-    }
     let (mut env, platform) = startup_env();
     let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
     // A reload plans with the same startup environment, before this plan changed it.

@@ -122,6 +122,19 @@ fn a_command_that_is_not_executable_exits_126_and_says_so() {
     assert_eq!(init.wait_exit(), 126);
 }
 
+/// What only the exec can find out (here: no ELF and no `#!` line) the child reports on its
+/// stderr, exiting 126 as a shell would.
+#[test]
+fn a_file_the_kernel_cannot_execute_exits_126_and_says_so() {
+    let garbage = std::env::temp_dir().join(format!("nix2gpu-garbage-{}", std::process::id()));
+    std::fs::write(&garbage, [0xde, 0xad, 0xbe, 0xef, b'\n']).unwrap();
+    std::fs::set_permissions(&garbage, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut init = Launch::new(&["--", garbage.to_str().unwrap()]).start();
+    assert_eq!(init.wait_exit(), 126);
+    init.wait_for_line(&format!("cannot run `{}`: exec failed (os error 8)", garbage.display()));
+    std::fs::remove_file(garbage).unwrap();
+}
+
 /// tini's #180/#236: leftovers must get SIGTERM (and a chance to clean up) before the init
 /// exits, and SIGKILL only after the grace period.
 #[test]

@@ -233,7 +233,10 @@ processes:
 "#,
     );
     let mut init = launch.start();
-    init.wait_for_service_line("web", "web up");
+    // Each shell has set its trap once it says it is up (a started process may still be loading).
+    for name in ["db", "api", "web"] {
+        init.wait_for_service_line(name, &format!("{name} up"));
+    }
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
     let lines = init.output().to_vec();

@@ -38,7 +38,13 @@ pub fn become_subreaper_unless_pid1() {
 pub fn forward(signo: i32, to: Pid, group: bool) {
     let target = if group { -to.as_raw() } else { to.as_raw() };
     // SAFETY: kill(2) has no memory-safety preconditions.
-    let result = unsafe { nix::libc::kill(target, signo) };
+    let mut result = unsafe { nix::libc::kill(target, signo) };
+    if result != 0 && group && nix::errno::Errno::last() == nix::errno::Errno::ESRCH {
+        // A child just started may not have made its group yet (it is between clone and
+        // setsid, with every signal blocked until its exec): it gets the signal itself.
+        // SAFETY: as above.
+        result = unsafe { nix::libc::kill(to.as_raw(), signo) };
+    }
     let whom = if group { "process group" } else { "pid" };
     if result == 0 {
         debug!("forwarded {} to {whom} {to}", signals::name(signo));

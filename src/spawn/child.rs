@@ -1,79 +1,38 @@
 //! The child between `clone` and `exec`.
 //!
-//! A child is created with `CLONE_VM | CLONE_VFORK | CLONE_FILES`: it runs on a stack of its
-//! own in the init's memory and descriptor table while the init waits, until it has exec'd
-//! (or failed to). Both sharings are what keep a start cheap when the init supervises a
-//! thousand services:
-//! - memory: a fork would copy the init's page tables and make every page copy-on-write, and
-//!   the exec right after would throw the copy away;
-//! - descriptors: a fork (or `posix_spawn`) copies the whole table, two pipe ends per running
-//!   service, and the exec then closes every one of them again, one by one, so each start cost
-//!   in proportion to the services already running. Here the child's first act is
-//!   `close_range(first, ~0, CLOSE_RANGE_UNSHARE)`, which gives it a private table holding only
-//!   the descriptors below `first`: the standard three and the [`Slots`], where the init puts
-//!   what the child needs before each start.
+//! A child is created with `CLONE_VM`: it runs on a stack of its own in the init's memory
+//! until it execs, and the init does not wait for that. Both choices are about starting many
+//! services quickly:
+//! - a fork would copy the init's page tables and make each of its pages copy-on-write, only
+//!   for the exec right after to throw the copy away;
+//! - waiting for each child to exec (as `vfork` and `posix_spawn` do) puts every program load
+//!   in a row, on one CPU; a shell that starts services in the background does not wait, and
+//!   a thousand `sleep`s took it a quarter of the time they took an init that waited.
 //!
-//! Memory is shared until exec, so the child only makes system calls on data prepared before
-//! the clone: it allocates nothing, takes no lock and cannot panic. Privileges are dropped with
-//! raw system calls, because glibc's `setuid` and friends change the credentials of every
-//! thread of the process, which for a child sharing the init's memory would be the init's.
+//! The price is care: the child shares the init's memory while the init goes on, so it touches
+//! nothing but what was prepared for it (the [`Storage`], which the init keeps until the
+//! kernel reports the child gone from its memory) and makes its system calls directly, never
+//! through libc (whose wrappers set `errno`, which lives in the init's thread). It can never
+//! panic: it indexes nothing and allocates nothing. Privileges are dropped the same raw way,
+//! which also keeps glibc from applying the change to every thread of the process.
+//!
+//! Every cause of failure the init can see beforehand (a missing program, one that is not
+//! executable, a directory) is checked by the caller before the clone, so that those come back
+//! as errors of the start. What only the exec can find out (a bad ELF or `#!` line, a missing
+//! working directory, a refused privilege drop) the child reports itself, on its stderr, and
+//! exits 127 (not found) or 126 (anything else), as a shell does.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, OnceLock};
 
-use nix::libc::{self, c_int, c_uint, c_void};
+use nix::libc::{self, c_int, c_void};
 use nix::unistd::Pid;
 
-/// Descriptors kept open for the whole life of the init: /dev/null, and the two places where
-/// the write ends of a service's pipes are put for its start. A child copies the descriptors
-/// below `first` and nothing else.
-struct Slots {
-    null: OwnedFd,
-    out: OwnedFd,
-    err: OwnedFd,
-    first: c_uint,
-}
-
-static SLOTS: OnceLock<Slots> = OnceLock::new();
-
-/// Takes the slots. The init does this at boot before it opens anything of its own, so that
-/// they are the lowest free descriptors and few others lie below them; otherwise the first
-/// start does it.
-pub fn reserve_slots() -> io::Result<()> {
-    if SLOTS.get().is_some() {
-        return Ok(());
-    }
-    let null = above_stdio(std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into())?;
-    let out = above_stdio(null.try_clone()?)?;
-    let err = above_stdio(null.try_clone()?)?;
-    let highest = null.as_raw_fd().max(out.as_raw_fd()).max(err.as_raw_fd());
-    let first = c_uint::try_from(highest + 1).unwrap_or(c_uint::MAX);
-    let _ = SLOTS.set(Slots { null, out, err, first });
-    Ok(())
-}
-
-fn slots() -> io::Result<&'static Slots> {
-    reserve_slots()?;
-    // Set just above (or before) unless reserving failed, which returned the error.
-    SLOTS.get().ok_or_else(|| io::Error::other("descriptor slots not reserved"))
-}
-
-/// `fd`, moved to 3 or above: when the init started with stdin, stdout or stderr closed, an
-/// open takes its number.
-fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
-    }
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own; it touches no memory.
-    match unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) } {
-        -1 => Err(io::Error::last_os_error()),
-        // SAFETY: a new descriptor that nothing else owns.
-        moved => Ok(unsafe { OwnedFd::from_raw_fd(moved) }),
-    }
-}
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!("spawn::child makes raw x86_64 system calls; the init targets x86_64-unknown-linux-gnu");
 
 /// Where the child's stdout and stderr go.
 pub enum ChildOutput {
@@ -84,120 +43,93 @@ pub enum ChildOutput {
 }
 
 /// Everything the child does, prepared in the init.
-pub struct Job<'a> {
-    pub argv: &'a [CString],
-    pub envp: &'a [CString],
-    pub working_dir: Option<&'a CStr>,
+pub struct Job {
+    /// The program, already found and checked (see the module doc).
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub working_dir: Option<CString>,
     pub stdin_null: bool,
-    pub output: ChildOutput,
     /// A process group of its own in the init's session (the main process) instead of a
     /// session of its own.
     pub main: bool,
     /// Hand the terminal on stdin to the child's group.
     pub foreground: bool,
     /// Supplementary groups, gid and uid.
-    pub credentials: Option<(&'a [libc::gid_t], libc::gid_t, libc::uid_t)>,
-    /// Descriptors to keep open across exec: the main process's inheritance. The child then
-    /// copies the whole table, as only the main process (started once) needs.
-    pub keep_open: &'a [RawFd],
+    pub credentials: Option<(Vec<libc::gid_t>, libc::gid_t, libc::uid_t)>,
+    /// Descriptors to keep open across exec: the main process's inheritance.
+    pub keep_open: &'static [RawFd],
 }
 
-/// What the child reads: raw pointers into data that lives until `start` returns, which is
-/// after the child has exec'd or exited.
-struct Plan {
-    path: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    working_dir: *const libc::c_char,
-    /// Sources for descriptors 0, 1, 2; -1 leaves one as it is.
+/// What the child reads, at addresses that stay put (it is boxed) until the kernel has cleared
+/// `tid`, which it does when the child execs or exits.
+struct Storage {
+    job: Job,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    /// Sources for descriptors 0, 1 and 2; -1 leaves one as it is.
     stdio: [RawFd; 3],
-    /// Copy only the descriptors below this one (`None`: all of them).
-    share_below: Option<c_uint>,
-    main: bool,
-    foreground: bool,
-    groups: *const libc::gid_t,
-    group_count: usize,
-    ids: Option<(libc::gid_t, libc::uid_t)>,
-    keep_open: *const RawFd,
-    keep_open_count: usize,
-    /// The errno that stopped the child; 0 when it exec'd.
-    error: AtomicI32,
+    /// Set before the clone; the kernel writes 0 here once the child no longer uses this
+    /// memory (CLONE_CHILD_CLEARTID).
+    tid: AtomicI32,
+    stack: Vec<u128>,
 }
 
-/// Starts `job` with the program at `path` and returns once the child has exec'd. An error is
-/// the one that stopped the child (the exec's, or a step's before it).
-pub fn start(path: &CStr, job: &Job<'_>) -> io::Result<Pid> {
-    let slots = slots()?;
-    let stdio = place_stdio(job, slots);
-    let started = stdio.and_then(|stdio| clone_and_wait(&plan(path, job, stdio, slots)));
-    // The slots get /dev/null back whatever happened, so the init keeps no write end open (a
-    // pipe with a writer left never reports end-of-file).
-    release(slots);
-    started
+// SAFETY: the raw pointers point into `job`, owned by the same Storage; the Storage only moves
+// between the init's threads inside the PENDING mutex.
+unsafe impl Send for Storage {}
+
+/// Children that may still be reading their Storage. Boxed: a Storage must stay where the
+/// child sees it while the vector grows.
+#[allow(clippy::vec_box)]
+static PENDING: Mutex<Vec<Box<Storage>>> = Mutex::new(Vec::new());
+
+/// The child's stack: it runs a handful of system calls.
+const STACK_BYTES: usize = 64 * 1024;
+
+/// /dev/null, opened once: the child's stdin, or its output when discarded.
+fn null() -> io::Result<RawFd> {
+    static NULL: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(null) = NULL.get() {
+        return Ok(null.as_raw_fd());
+    }
+    let opened: OwnedFd = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?.into();
+    Ok(NULL.get_or_init(|| opened).as_raw_fd())
 }
 
-fn plan(path: &CStr, job: &Job<'_>, stdio: [RawFd; 3], slots: &Slots) -> PlanWithArrays {
-    let argv = null_terminated(job.argv);
-    let envp = null_terminated(job.envp);
-    let groups = job.credentials.map_or(&[][..], |(groups, _, _)| groups);
-    let plan = Plan {
-        path: path.as_ptr(),
-        argv: argv.as_ptr(),
-        envp: envp.as_ptr(),
-        working_dir: job.working_dir.map_or(std::ptr::null(), CStr::as_ptr),
-        stdio,
-        share_below: job.keep_open.is_empty().then_some(slots.first),
-        main: job.main,
-        foreground: job.foreground,
-        groups: groups.as_ptr(),
-        group_count: groups.len(),
-        ids: job.credentials.map(|(_, gid, uid)| (gid, uid)),
-        keep_open: job.keep_open.as_ptr(),
-        keep_open_count: job.keep_open.len(),
-        error: AtomicI32::new(0),
-    };
-    PlanWithArrays { plan, _argv: argv, _envp: envp }
+/// Starts `job` and returns at once. `output`'s pipe ends are closed when it returns: the
+/// child got its own copies with the descriptor table it was cloned with.
+pub fn start(job: Job, output: ChildOutput) -> io::Result<Pid> {
+    forget_finished();
+    let null = null()?;
+    let mut storage = Box::new(Storage {
+        argv: null_terminated(&job.argv),
+        envp: null_terminated(&job.envp),
+        stdio: stdio(job.stdin_null, &output, null),
+        job,
+        tid: AtomicI32::new(-1),
+        stack: vec![0; STACK_BYTES / 16],
+    });
+    let pid = clone(&mut storage)?;
+    // Poisoned only if a panic happened while holding it, which pushing cannot do.
+    PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(storage);
+    Ok(pid)
 }
 
-/// The plan with the pointer arrays it points into, kept alive together.
-struct PlanWithArrays {
-    plan: Plan,
-    _argv: Vec<*const libc::c_char>,
-    _envp: Vec<*const libc::c_char>,
+/// Drops the storage of children that have exec'd or exited.
+fn forget_finished() {
+    let mut pending = PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pending.retain(|storage| storage.tid.load(Ordering::Acquire) != 0);
 }
 
-/// The descriptors the child puts on 0, 1 and 2. A service's pipe ends are moved into the
-/// slots (the init's own copies are closed by the caller dropping them), since the child sees
-/// nothing else.
-fn place_stdio(job: &Job<'_>, slots: &Slots) -> io::Result<[RawFd; 3]> {
-    let null = slots.null.as_raw_fd();
-    let stdin = if job.stdin_null { null } else { -1 };
-    let (out, err) = match &job.output {
+fn stdio(stdin_null: bool, output: &ChildOutput, null: RawFd) -> [RawFd; 3] {
+    let stdin = if stdin_null { null } else { -1 };
+    let (out, err) = match output {
         ChildOutput::Inherit => (-1, -1),
         ChildOutput::Null => (null, null),
-        ChildOutput::Pipes(out, err) => {
-            dup_into(out.as_raw_fd(), &slots.out)?;
-            dup_into(err.as_raw_fd(), &slots.err)?;
-            (slots.out.as_raw_fd(), slots.err.as_raw_fd())
-        }
+        ChildOutput::Pipes(out, err) => (out.as_raw_fd(), err.as_raw_fd()),
     };
-    Ok([stdin, out, err])
-}
-
-/// Puts /dev/null back into the pipe slots.
-fn release(slots: &Slots) {
-    let _ = dup_into(slots.null.as_raw_fd(), &slots.out);
-    let _ = dup_into(slots.null.as_raw_fd(), &slots.err);
-}
-
-/// dup3(2) onto a slot, close-on-exec: the slot keeps its number, now for `fd`'s file.
-fn dup_into(fd: RawFd, slot: &OwnedFd) -> io::Result<()> {
-    // SAFETY: both descriptors are open and owned by the init; the slot's number stays owned by
-    // its OwnedFd, only the file behind it changes.
-    match unsafe { libc::dup3(fd, slot.as_raw_fd(), libc::O_CLOEXEC) } {
-        -1 => Err(io::Error::last_os_error()),
-        _ => Ok(()),
-    }
+    [stdin, out, err]
 }
 
 /// The argument or environment array as exec wants it: pointers, then a null pointer.
@@ -205,168 +137,296 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
     strings.iter().map(|s| s.as_ptr()).chain([std::ptr::null()]).collect()
 }
 
-/// The child's stack: it runs a handful of system calls on data prepared by the init.
-const STACK_BYTES: usize = 64 * 1024;
-
-fn clone_and_wait(plan: &PlanWithArrays) -> io::Result<Pid> {
-    let plan = &plan.plan;
-    // u128 elements keep the stack 16-byte aligned, as the ABI wants.
-    let mut stack = vec![0u128; STACK_BYTES / 16];
-    let top = stack.as_mut_ptr_range().end.cast::<c_void>();
-    let all = full_signal_set();
-    let mut previous = empty_signal_set();
+fn clone(storage: &mut Storage) -> io::Result<Pid> {
+    let top = storage.stack.as_mut_ptr_range().end.cast::<c_void>();
+    let tid = storage.tid.as_ptr();
+    let argument = std::ptr::from_ref(storage).cast_mut().cast::<c_void>();
+    let all = signal_set(true);
+    let mut previous = signal_set(false);
     // No handler of the init may run in the child, which shares its memory: every signal stays
-    // blocked from before the clone until the child has reset the handlers.
-    // SAFETY: valid signal sets; the mask is restored below.
+    // blocked in the child from the clone until it has reset the handlers.
+    // SAFETY: valid signal sets; the mask is restored right after the clone.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous) };
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_FILES | libc::SIGCHLD;
-    // SAFETY: `child` only makes system calls on `plan`, which outlives the child's use of it
-    // (CLONE_VFORK: clone returns after the child exec'd or exited), and runs on `stack`,
-    // which is not touched by the init meanwhile.
-    let pid = unsafe { libc::clone(child, top, flags, std::ptr::from_ref(plan).cast_mut().cast()) };
-    let clone_error = io::Error::last_os_error();
+    let flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+    // SAFETY: `child` only reads the storage and writes its own stack, both kept alive until
+    // the kernel clears `tid` (see `forget_finished`); the stack is 16-byte aligned (u128).
+    let pid = unsafe {
+        libc::clone(
+            child,
+            top,
+            flags,
+            argument,
+            std::ptr::null_mut::<c_int>(),
+            std::ptr::null_mut::<c_void>(),
+            tid,
+        )
+    };
+    let error = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
-    drop(stack);
-    if pid == -1 {
-        return Err(clone_error);
-    }
-    let pid = Pid::from_raw(pid);
-    match plan.error.load(Ordering::Acquire) {
-        0 => Ok(pid),
-        error => {
-            // The child exited (127) without exec: reap it here, so that the reaper never sees
-            // a process nobody started.
-            let _ = nix::sys::wait::waitpid(pid, None);
-            Err(io::Error::from_raw_os_error(error))
-        }
-    }
+    if pid == -1 { Err(error) } else { Ok(Pid::from_raw(pid)) }
 }
 
-fn full_signal_set() -> libc::sigset_t {
-    let mut set = empty_signal_set();
-    // SAFETY: an initialized set.
-    unsafe { libc::sigfillset(&mut set) };
-    set
-}
-
-fn empty_signal_set() -> libc::sigset_t {
+fn signal_set(full: bool) -> libc::sigset_t {
     let mut set = std::mem::MaybeUninit::uninit();
-    // SAFETY: sigemptyset initializes the whole set.
+    // SAFETY: sigemptyset/sigfillset initialize the whole set.
     unsafe {
-        libc::sigemptyset(set.as_mut_ptr());
+        if full {
+            libc::sigfillset(set.as_mut_ptr());
+        } else {
+            libc::sigemptyset(set.as_mut_ptr());
+        }
         set.assume_init()
     }
 }
 
-/// The child: the steps in order, then exec. On failure the errno goes to `plan.error` and the
-/// child exits 127.
-extern "C" fn child(plan: *mut c_void) -> c_int {
-    // SAFETY: the pointer is the `Plan` that `clone_and_wait` passed, alive until we exec.
-    let plan = unsafe { &*plan.cast::<Plan>() };
-    // SAFETY: each step only makes system calls on the plan's data (see the module doc).
-    let error = unsafe { prepare(plan) }.err().unwrap_or_else(|| {
-        // SAFETY: pointers to NUL-terminated strings and null-terminated arrays.
-        unsafe { libc::execve(plan.path, plan.argv, plan.envp) };
-        errno()
-    });
-    plan.error.store(error.max(1), Ordering::Release);
-    // SAFETY: _exit runs no atexit handler and flushes nothing of the shared memory.
-    unsafe { libc::_exit(crate::exit_code::NOT_FOUND) }
+/// The child. Everything below runs in the init's memory: raw system calls only.
+extern "C" fn child(storage: *mut c_void) -> c_int {
+    // SAFETY: the Storage that `clone` passed, alive until this child execs or exits.
+    let storage = unsafe { &*storage.cast::<Storage>() };
+    let (step, error) = match prepare(storage) {
+        Ok(()) => ("exec", exec(storage)),
+        Err(failure) => failure,
+    };
+    report(storage, step, error);
+    let code = if matches!(error, libc::ENOENT | libc::ENOTDIR) { 127 } else { 126 };
+    sys::exit_group(code)
 }
 
-/// Everything before exec. Errors are errno values.
-///
-/// # Safety
-/// Only in the cloned child, with a plan whose pointers are valid.
-unsafe fn prepare(plan: &Plan) -> Result<(), c_int> {
-    // SAFETY: the caller's contract; each call below is a plain system call.
-    unsafe {
-        own_descriptor_table(plan.share_below)?;
-        default_signal_handlers();
-        if plan.main {
-            check(libc::setpgid(0, 0))?;
-            if plan.foreground {
-                take_terminal()?;
+/// Every step before exec; a failure names its step.
+fn prepare(storage: &Storage) -> Result<(), (&'static str, c_int)> {
+    let job = &storage.job;
+    sys::default_signal_handlers();
+    if job.main {
+        sys::setpgid_self().map_err(|e| ("setpgid", e))?;
+        if job.foreground {
+            sys::take_terminal().map_err(|e| ("tcsetpgrp", e))?;
+        }
+    } else {
+        sys::setsid().map_err(|e| ("setsid", e))?;
+    }
+    for (target, source) in (0..).zip(storage.stdio) {
+        if source >= 0 {
+            sys::dup2(source, target).map_err(|e| ("dup2", e))?;
+        }
+    }
+    for fd in job.keep_open {
+        sys::keep_open(*fd).map_err(|e| ("fcntl", e))?;
+    }
+    if let Some(dir) = &job.working_dir {
+        sys::chdir(dir).map_err(|e| ("chdir to the working directory", e))?;
+    }
+    if let Some((groups, gid, uid)) = &job.credentials {
+        sys::setgroups(groups).map_err(|e| ("setgroups", e))?;
+        sys::setgid(*gid).map_err(|e| ("setgid", e))?;
+        sys::setuid(*uid).map_err(|e| ("setuid", e))?;
+    }
+    sys::unblock_all_signals().map_err(|e| ("sigprocmask", e))
+}
+
+fn exec(storage: &Storage) -> c_int {
+    sys::execve(&storage.job.path, &storage.argv, &storage.envp)
+}
+
+/// `nix2gpu-init: cannot run `PROGRAM`: STEP failed (os error N)` on the child's stderr, built
+/// in a buffer on its stack.
+fn report(storage: &Storage, step: &str, error: c_int) {
+    let mut line = Line::default();
+    line.push(b"nix2gpu-init: cannot run `");
+    line.push(storage.job.path.as_bytes());
+    line.push(b"`: ");
+    line.push(step.as_bytes());
+    line.push(b" failed (os error ");
+    line.push_number(error);
+    line.push(b")\n");
+    sys::write_stderr(line.bytes());
+}
+
+/// A fixed buffer that truncates what does not fit.
+struct Line {
+    buffer: [u8; 512],
+    len: usize,
+}
+
+impl Default for Line {
+    fn default() -> Self {
+        Self { buffer: [0; 512], len: 0 }
+    }
+}
+
+impl Line {
+    fn push(&mut self, bytes: &[u8]) {
+        for (slot, byte) in self.buffer.iter_mut().skip(self.len).zip(bytes) {
+            *slot = *byte;
+            self.len += 1;
+        }
+    }
+
+    fn push_number(&mut self, number: c_int) {
+        let mut digits = [0u8; 10];
+        let mut rest = number.unsigned_abs();
+        let mut count = 0;
+        for slot in digits.iter_mut().rev() {
+            *slot = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            count += 1;
+            if rest == 0 {
+                break;
             }
-        } else {
-            check(libc::setsid())?;
         }
-        for (target, source) in (0..).zip(plan.stdio) {
-            if source >= 0 {
-                check(libc::dup2(source, target))?;
+        self.push(digits.get(digits.len() - count..).unwrap_or_default());
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buffer.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Raw Linux system calls on x86_64: a return value in -4095..-1 is -errno. None of them
+/// touches `errno` or any other memory of libc.
+mod sys {
+    use std::arch::asm;
+    use std::ffi::CStr;
+
+    use nix::libc::{self, c_int, c_long};
+
+    /// # Safety
+    /// The arguments must be valid for system call `number`.
+    unsafe fn call(number: c_long, args: [usize; 4]) -> isize {
+        let result: isize;
+        // SAFETY: the caller's contract; the syscall instruction clobbers rcx and r11.
+        unsafe {
+            asm!(
+                "syscall",
+                inlateout("rax") number as isize => result,
+                in("rdi") args[0],
+                in("rsi") args[1],
+                in("rdx") args[2],
+                in("r10") args[3],
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        result
+    }
+
+    fn check(result: isize) -> Result<(), c_int> {
+        if (-4095..0).contains(&result) { Err(-result as c_int) } else { Ok(()) }
+    }
+
+    /// The kernel's `struct sigaction` on x86_64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+
+    const SIGSET_BYTES: usize = 8;
+
+    /// Every handled signal, and SIGPIPE (which Rust's runtime ignores in the init), back to
+    /// its default action; other ignored signals stay ignored, as across fork and exec.
+    pub fn default_signal_handlers() {
+        for signal in 1..=64usize {
+            let mut current = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+            let current_ptr = std::ptr::from_mut(&mut current) as usize;
+            // SAFETY: reads the action into a structure of the kernel's layout.
+            let read = unsafe { call(libc::SYS_rt_sigaction, [signal, 0, current_ptr, SIGSET_BYTES]) };
+            let ignored_by_choice = current.handler == libc::SIG_IGN && signal != libc::SIGPIPE as usize;
+            if read != 0 || current.handler == libc::SIG_DFL || ignored_by_choice {
+                continue;
             }
-        }
-        for index in 0..plan.keep_open_count {
-            check(libc::fcntl(*plan.keep_open.add(index), libc::F_SETFD, 0))?;
-        }
-        if !plan.working_dir.is_null() {
-            check(libc::chdir(plan.working_dir))?;
-        }
-        if let Some((gid, uid)) = plan.ids {
-            check_long(libc::syscall(libc::SYS_setgroups, plan.group_count, plan.groups))?;
-            check_long(libc::syscall(libc::SYS_setgid, gid))?;
-            check_long(libc::syscall(libc::SYS_setuid, uid))?;
-        }
-        let empty = empty_signal_set();
-        check(libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()))
-    }
-}
-
-/// A descriptor table of the child's own: only the descriptors below `share_below` when given
-/// (kernels before 5.9 lack the flag; then the whole table), else all of them.
-unsafe fn own_descriptor_table(share_below: Option<c_uint>) -> Result<(), c_int> {
-    if let Some(first) = share_below {
-        // SAFETY: close_range(2) takes integers only.
-        let done =
-            unsafe { libc::syscall(libc::SYS_close_range, first, c_uint::MAX, libc::CLOSE_RANGE_UNSHARE) };
-        if done == 0 {
-            return Ok(());
+            let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+            let default_ptr = std::ptr::from_ref(&default) as usize;
+            // SAFETY: sets SIG_DFL from a structure of the kernel's layout.
+            unsafe { call(libc::SYS_rt_sigaction, [signal, default_ptr, 0, SIGSET_BYTES]) };
         }
     }
-    // SAFETY: unshare(2) takes an integer only.
-    check(unsafe { libc::unshare(libc::CLONE_FILES) })
-}
 
-/// Every caught signal back to its default action, and SIGPIPE too (Rust's runtime ignores it
-/// in the init); other ignored signals stay ignored, as across a fork and exec.
-unsafe fn default_signal_handlers() {
-    for signal in 1..libc::SIGRTMAX() {
-        let mut current = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
-        // SAFETY: reads the action into a zeroed structure of the right type.
-        if unsafe { libc::sigaction(signal, std::ptr::null(), current.as_mut_ptr()) } != 0 {
-            continue;
-        }
-        // SAFETY: sigaction succeeded and filled it.
-        let handler = unsafe { current.assume_init() }.sa_sigaction;
-        if handler != libc::SIG_DFL && (handler != libc::SIG_IGN || signal == libc::SIGPIPE) {
-            let mut default = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
-            // SAFETY: a zeroed sigaction is SIG_DFL with an empty mask and no flags.
-            unsafe { libc::sigaction(signal, default.as_mut_ptr(), std::ptr::null_mut()) };
+    pub fn unblock_all_signals() -> Result<(), c_int> {
+        let empty: u64 = 0;
+        let empty_ptr = std::ptr::from_ref(&empty) as usize;
+        // SAFETY: an 8-byte signal set.
+        check(unsafe {
+            call(libc::SYS_rt_sigprocmask, [libc::SIG_SETMASK as usize, empty_ptr, 0, SIGSET_BYTES])
+        })
+    }
+
+    pub fn setsid() -> Result<(), c_int> {
+        // SAFETY: no arguments.
+        check(unsafe { call(libc::SYS_setsid, [0; 4]) })
+    }
+
+    pub fn setpgid_self() -> Result<(), c_int> {
+        // SAFETY: integers only.
+        check(unsafe { call(libc::SYS_setpgid, [0; 4]) })
+    }
+
+    /// The child's process group becomes the terminal's foreground group. No terminal (or none
+    /// controlling) is fine: there is nothing to hand over.
+    pub fn take_terminal() -> Result<(), c_int> {
+        // SAFETY: no arguments.
+        let group = unsafe { call(libc::SYS_getpgid, [0; 4]) } as libc::pid_t;
+        let group_ptr = std::ptr::from_ref(&group) as usize;
+        // SAFETY: TIOCSPGRP reads one pid_t.
+        match check(unsafe { call(libc::SYS_ioctl, [0, libc::TIOCSPGRP as usize, group_ptr, 0]) }) {
+            Err(libc::ENOTTY | libc::ENXIO | libc::EBADF) => Ok(()),
+            other => other,
         }
     }
-}
 
-/// Makes the child's process group the foreground group of the terminal on stdin. No terminal
-/// (or none controlling) is fine: there is nothing to hand over.
-unsafe fn take_terminal() -> Result<(), c_int> {
-    // SAFETY: TIOCSPGRP reads one pid_t from the pointer.
-    let group = unsafe { libc::getpgrp() };
-    match check(unsafe { libc::ioctl(0, libc::TIOCSPGRP, &group) }) {
-        Err(libc::ENOTTY | libc::ENXIO | libc::EBADF) => Ok(()),
-        other => other,
+    pub fn dup2(source: c_int, target: c_int) -> Result<(), c_int> {
+        // SAFETY: integers only.
+        check(unsafe { call(libc::SYS_dup2, [source as usize, target as usize, 0, 0]) })
     }
-}
 
-fn check(result: c_int) -> Result<(), c_int> {
-    if result == -1 { Err(errno()) } else { Ok(()) }
-}
+    /// Clears close-on-exec.
+    pub fn keep_open(fd: c_int) -> Result<(), c_int> {
+        // SAFETY: integers only.
+        check(unsafe { call(libc::SYS_fcntl, [fd as usize, libc::F_SETFD as usize, 0, 0]) })
+    }
 
-fn check_long(result: libc::c_long) -> Result<(), c_int> {
-    if result == -1 { Err(errno()) } else { Ok(()) }
-}
+    pub fn chdir(dir: &CStr) -> Result<(), c_int> {
+        // SAFETY: a NUL-terminated path.
+        check(unsafe { call(libc::SYS_chdir, [dir.as_ptr() as usize, 0, 0, 0]) })
+    }
 
-fn errno() -> c_int {
-    // SAFETY: the calling thread's errno location, always valid.
-    unsafe { *libc::__errno_location() }
+    pub fn setgroups(groups: &[libc::gid_t]) -> Result<(), c_int> {
+        // SAFETY: a count and an array of that many gids.
+        check(unsafe { call(libc::SYS_setgroups, [groups.len(), groups.as_ptr() as usize, 0, 0]) })
+    }
+
+    pub fn setgid(gid: libc::gid_t) -> Result<(), c_int> {
+        // SAFETY: an integer.
+        check(unsafe { call(libc::SYS_setgid, [gid as usize, 0, 0, 0]) })
+    }
+
+    pub fn setuid(uid: libc::uid_t) -> Result<(), c_int> {
+        // SAFETY: an integer.
+        check(unsafe { call(libc::SYS_setuid, [uid as usize, 0, 0, 0]) })
+    }
+
+    /// Returns only on failure, with the errno.
+    pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> c_int {
+        let args = [path.as_ptr() as usize, argv.as_ptr() as usize, envp.as_ptr() as usize, 0];
+        // SAFETY: a NUL-terminated path and two null-terminated arrays of such strings.
+        match check(unsafe { call(libc::SYS_execve, args) }) {
+            Err(error) => error,
+            Ok(()) => libc::EINVAL,
+        }
+    }
+
+    pub fn write_stderr(bytes: &[u8]) {
+        // SAFETY: a buffer and its length.
+        unsafe { call(libc::SYS_write, [2, bytes.as_ptr() as usize, bytes.len(), 0]) };
+    }
+
+    pub fn exit_group(code: c_int) -> ! {
+        loop {
+            // SAFETY: ends this process (the child's own thread group).
+            unsafe { call(libc::SYS_exit_group, [code as usize, 0, 0, 0]) };
+        }
+    }
 }

@@ -28,7 +28,6 @@ use nix::fcntl::OFlag;
 use nix::unistd::{Pid, getpgrp, pipe2, tcsetpgrp};
 
 use self::child::ChildOutput;
-pub use self::child::reserve_slots;
 pub use crate::accounts::Credentials;
 use crate::exit_code;
 use crate::pid1::inherited;
@@ -159,6 +158,8 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Spawned, SpawnError> {
 
 fn start(spec: &Spec<'_>) -> io::Result<Spawned> {
     let argv = c_strings(spec.argv.iter().map(|arg| arg.as_bytes()))?;
+    let program = argv.first().ok_or_else(|| io::Error::from_raw_os_error(nix::libc::ENOENT))?;
+    let path = find_program(program, spec.env)?;
     let envp = c_strings(
         spec.env.effective().into_iter().map(|(k, v)| [k.as_bytes(), b"=", v.as_bytes()].concat()),
     )?;
@@ -172,64 +173,60 @@ fn start(spec: &Spec<'_>) -> io::Result<Spawned> {
             (Some(out_read), Some(err_read), ChildOutput::Pipes(out_write, err_write))
         }
     };
-    let groups: Vec<nix::libc::gid_t> = spec.credentials.map(|c| c.groups.clone()).unwrap_or_default();
     let job = child::Job {
-        argv: &argv,
-        envp: &envp,
-        working_dir: working_dir.as_deref(),
+        path,
+        argv,
+        envp,
+        working_dir,
         stdin_null: !spec.main,
-        output,
         main: spec.main,
         foreground: spec.foreground,
-        credentials: spec.credentials.map(|c| (groups.as_slice(), c.gid, c.uid)),
+        credentials: spec.credentials.map(|c| (c.groups.clone(), c.gid, c.uid)),
         keep_open: if spec.main { inherited::descriptors() } else { &[] },
     };
-    let pid = start_in_path(&job, spec.env)?;
-    // `job` goes out of scope here with the init's copies of the pipes' write ends.
+    let pid = child::start(job, output)?;
     Ok(Spawned { pid, stdout, stderr })
 }
 
 /// Where PATH is searched when the process's environment has none (glibc's `_CS_PATH`).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
-/// Starts the program, looking a bare name up in the process's PATH as `execvp(3)` would in
-/// the child: a place where the file is missing is skipped (access(2) tells, so a miss costs no
-/// start), one that refuses (EACCES) is remembered and skipped, any other outcome is final.
-fn start_in_path(job: &child::Job<'_>, env: &Environment) -> io::Result<Pid> {
-    let program = job.argv.first().map(|p| p.as_bytes()).unwrap_or_default();
-    if program.is_empty() {
+/// The program to execute: `program` itself when it names a path, else the first place in the
+/// process's PATH where it can be executed, as `execvp(3)` would find it in the child (a
+/// place where it is missing is skipped, one where it is refused is remembered and skipped).
+/// Checked here, before the start, so that these failures are errors of the start.
+fn find_program(program: &CStr, env: &Environment) -> io::Result<CString> {
+    let name = program.to_bytes();
+    if name.is_empty() {
         return Err(io::Error::from_raw_os_error(nix::libc::ENOENT));
     }
-    if program.contains(&b'/') {
-        return child::start(&job.argv[0], job);
+    if name.contains(&b'/') {
+        return executable(program).map(|()| program.to_owned());
     }
     let path = env.get("PATH").map_or(DEFAULT_PATH.as_bytes(), OsStr::as_bytes);
     let mut refused = false;
     for dir in path.split(|b| *b == b':') {
         // An empty entry is the working directory, as for execvp.
         let dir = if dir.is_empty() { b".".as_slice() } else { dir };
-        let candidate = c_string(&[dir, b"/", program].concat())?;
-        if missing(&candidate) {
-            continue;
-        }
-        match child::start(&candidate, job) {
+        let candidate = c_string(&[dir, b"/", name].concat())?;
+        match executable(&candidate) {
+            Ok(()) => return Ok(candidate),
             Err(error) if error.raw_os_error() == Some(nix::libc::EACCES) => refused = true,
-            Err(error) if is_missing(&error) => {}
-            outcome => return outcome,
+            Err(error) if matches!(error.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::ENOTDIR)) => {}
+            Err(error) => return Err(error),
         }
     }
     Err(io::Error::from_raw_os_error(if refused { nix::libc::EACCES } else { nix::libc::ENOENT }))
 }
 
-/// The file is not there (or a path component is not a directory).
-fn missing(candidate: &CStr) -> bool {
-    // SAFETY: a NUL-terminated path that outlives the call; access(2) writes no memory of ours.
-    let status = unsafe { nix::libc::access(candidate.as_ptr(), nix::libc::F_OK) };
-    status != 0 && is_missing(&io::Error::last_os_error())
-}
-
-fn is_missing(error: &io::Error) -> bool {
-    matches!(error.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::ENOTDIR))
+/// What exec would say first about the file: missing (ENOENT, ENOTDIR) or refused (EACCES: a
+/// directory, or no permission to execute).
+fn executable(path: &CStr) -> io::Result<()> {
+    let status = nix::sys::stat::stat(path)?;
+    if status.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR {
+        return Err(io::Error::from_raw_os_error(nix::libc::EACCES));
+    }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map_err(io::Error::from)
 }
 
 fn c_strings<I, B>(items: I) -> io::Result<Vec<CString>>
