@@ -24,6 +24,7 @@
 
 use std::ffi::CString;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -72,7 +73,9 @@ struct Storage {
     /// Set before the clone; the kernel writes 0 here once the child no longer uses this
     /// memory (CLONE_CHILD_CLEARTID).
     tid: AtomicI32,
-    stack: Vec<u128>,
+    /// Left uninitialized: the child touches only the top few pages, and only those become
+    /// resident.
+    stack: Box<[MaybeUninit<u128>]>,
 }
 
 // SAFETY: the raw pointers point into `job`, owned by the same Storage; the Storage only moves
@@ -108,7 +111,7 @@ pub fn start(job: Job, output: ChildOutput) -> io::Result<Pid> {
         stdio: stdio(job.stdin_null, &output, null),
         job,
         tid: AtomicI32::new(-1),
-        stack: vec![0; STACK_BYTES / 16],
+        stack: Box::new_uninit_slice(STACK_BYTES / 16),
     });
     let pid = clone(&mut storage)?;
     // Poisoned only if a panic happened while holding it, which pushing cannot do.
@@ -168,7 +171,7 @@ fn clone(storage: &mut Storage) -> io::Result<Pid> {
 }
 
 fn signal_set(full: bool) -> libc::sigset_t {
-    let mut set = std::mem::MaybeUninit::uninit();
+    let mut set = MaybeUninit::uninit();
     // SAFETY: sigemptyset/sigfillset initialize the whole set.
     unsafe {
         if full {
