@@ -206,8 +206,13 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     let socket_path = socket::path();
     let mut socket_bound = false;
     let health_listen = config.nix2gpu.health.listen.clone();
-    let source =
-        supervisor::ReloadSource { configs: configs.to_vec(), env: boot_env, main, notify_socket, config };
+    let source = supervisor::ReloadSource {
+        configs: configs.to_vec(),
+        env: boot_env,
+        main,
+        notify_socket,
+        fixed: config.into(),
+    };
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,

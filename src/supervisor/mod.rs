@@ -38,7 +38,7 @@ use crate::probe::{self, ExecContext, ProbeExits};
 use crate::runtime::Platform;
 use crate::spawn;
 pub use nodes::{MAIN_NAME, Node, Nodes};
-pub use reload::ReloadSource;
+pub use reload::{FixedSettings, ReloadSource};
 
 /// Settings of the loop that are not per node.
 #[derive(Debug, Clone)]
