@@ -213,6 +213,8 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         notify_socket,
         fixed: config.into(),
     };
+    // Nothing of the configuration but the plan's nodes is needed from here on.
+    pid1::return_free_memory();
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,

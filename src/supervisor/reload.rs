@@ -19,6 +19,7 @@ use crate::boot;
 use crate::config::{self, Config, HealthSettings, LogLevel, LogSettings};
 use crate::control::{PlannedChange, ReloadReport, Response};
 use crate::graph::{Change, NodeChange, NodeSpec};
+use crate::pid1;
 
 /// What a reload reads again, as at boot.
 pub struct ReloadSource {
@@ -56,6 +57,13 @@ impl Supervisor {
     /// Reads the configuration again and applies the difference (or, with `dry_run`, says what
     /// it would be). The answer lists every node's change, or every configuration error.
     pub(super) fn reload(&mut self, dry_run: bool) -> Response {
+        let response = self.read_and_apply(dry_run);
+        // What reading the configuration took is free again (see the function).
+        pid1::return_free_memory();
+        response
+    }
+
+    fn read_and_apply(&mut self, dry_run: bool) -> Response {
         let sources = config::sources(&self.source.configs);
         let (config, plan) = match config::check(&sources, &self.source.env, &AccountFiles::default()) {
             Ok(checked) => checked,
