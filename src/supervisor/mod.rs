@@ -351,7 +351,7 @@ impl Supervisor {
 
     fn pump_target(&self, node: NodeId, stream: Stream) -> Option<PumpTarget> {
         let spec = self.nodes.get(node)?;
-        let ready = spec.ready_log_line.clone().map(|pattern| {
+        let ready = spec.ready_log_line.as_deref().cloned().map(|pattern| {
             let events = self.events.clone();
             let notify: Box<dyn FnOnce() + Send> = Box::new(move || {
                 let _ = events.send(Event::LogReady { node });
@@ -371,7 +371,7 @@ impl Supervisor {
         };
         let mut handles = Vec::new();
         for (plan, kind) in [(&spec.readiness, ProbeKind::Readiness), (&spec.liveness, ProbeKind::Liveness)] {
-            if let Some(plan) = plan.clone() {
+            if let Some(plan) = plan.as_deref().cloned() {
                 let events = self.events.clone();
                 let report = move |ok| {
                     let _ = events.send(Event::Probe { node, kind, ok });
