@@ -42,9 +42,9 @@ pub struct ReloadSource {
 /// texts) would stay in memory for the life of the init only for that comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FixedSettings {
-    log_level: Option<LogLevel>,
-    log: LogSettings,
-    health: HealthSettings,
+    pub log_level: Option<LogLevel>,
+    pub log: LogSettings,
+    pub health: HealthSettings,
 }
 
 impl From<Config> for FixedSettings {
