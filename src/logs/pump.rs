@@ -79,7 +79,7 @@ impl Pumps {
             quiet: VecDeque::new(),
             output,
             live,
-            buffer: vec![0; READ_SIZE],
+            buffer: Vec::new(),
         };
         Ok(Self { pipes, reader: tokio::spawn(reader.run(epoll, added)) })
     }
@@ -135,7 +135,8 @@ struct Reader {
     /// Where `logs --follow` clients listen.
     live: broadcast::Sender<Arc<Batch>>,
     /// One read buffer for every pipe: a read and the splitting of what it returned happen
-    /// with nothing in between.
+    /// with nothing in between. Allocated at the first read: services that never write (and
+    /// an init without services) do not need it.
     buffer: Vec<u8>,
 }
 
@@ -207,6 +208,9 @@ impl Reader {
         let token = token as usize;
         let Some(pipe) = self.pipes.get_mut(token).and_then(Option::as_mut) else { return };
         let mut lines = Vec::new();
+        if self.buffer.is_empty() {
+            self.buffer = vec![0; READ_SIZE];
+        }
         let ended = match nix::unistd::read(&pipe.fd, &mut self.buffer) {
             Ok(0) => true,
             Ok(count) => {
