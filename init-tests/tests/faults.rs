@@ -368,6 +368,36 @@ fn a_stalled_stdout_still_lets_another_services_ready_line_through() {
 }
 
 #[test]
+fn a_flood_on_a_fast_stdout_leaves_the_init_answering() {
+    // About 900 MB framed, read as fast as it comes: reading it must not keep the event loop
+    // from anything else while it lasts.
+    let config = config_file(
+        "processes:\n  flood:\n    entrypoint: [seq, \"1\", \"50000000\"]\n  idle:\n    command: exec sleep 1000\n",
+    );
+    let (mut init, mut stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
+    let (flowing, flows) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        let (mut buffer, mut total) = (vec![0; 1 << 16], 0);
+        while let Ok(count @ 1..) = stdout.read(&mut buffer) {
+            total += count;
+            if total >= 10 << 20 {
+                let _ = flowing.send(());
+            }
+        }
+    });
+    flows.recv_timeout(PATIENCE).expect("the flood reaches stdout");
+    // Answered while the flood still runs, not after it.
+    assert_eq!(init.node("flood")["state"], "running");
+    let (idle_pid, _) = pid_and_restarts(&init, "idle");
+    assert_eq!(init.client(&["restart", "idle"]).0, 0);
+    init.wait_for_node("idle", "running again", |n| n["state"] == "running" && n["pid"] != idle_pid);
+    assert_eq!(init.node("flood")["state"], "running");
+    init.signal(Signal::SIGTERM);
+    assert_eq!(init.wait_exit(), 0);
+    reader.join().unwrap();
+}
+
+#[test]
 fn a_stdout_nobody_reads_any_more_costs_the_lines_not_the_init() {
     let config = flood_config();
     let (mut init, stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();

@@ -159,7 +159,10 @@ impl Reader {
                     Some((fd, target)) => self.add(set, fd, target),
                     None => accepting = false,
                 },
-                ready = epoll.readable() => {
+                // Polled, not awaited with `readable()`: polling counts against the task's
+                // budget, so round after round of ready pipes still lets the event loop's other
+                // tasks run in between.
+                ready = std::future::poll_fn(|cx| epoll.poll_read_ready(cx)) => {
                     // An error here means the event loop is going away, and the reader with it.
                     let Ok(mut guard) = ready else { return };
                     match set.wait(&mut events, EpollTimeout::ZERO) {
