@@ -146,6 +146,12 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     let inherited = pid1::inherited::hold_for_main();
     let (mut env, platform) = startup_env();
     let Some((config, plan)) = load_config(configs, &env) else { return exit_code::CONFIG };
+    let (grace, forward_to) = (config.shutdown_timeout(), config.forward_to());
+    // All the rest the init keeps of the configuration. Every process's settings and the source
+    // texts are freed here, before the nodes are built: the nodes then take memory the
+    // configuration had, and less of the heap stays in use once the free pages are given back
+    // (1.74 MB of anonymous memory instead of 1.87 MB with a thousand services).
+    let fixed = supervisor::FixedSettings::from(config);
     // A reload plans with the same startup environment, before this plan changed it.
     let boot_env = env.clone();
     pid1::become_subreaper_unless_pid1();
@@ -166,10 +172,12 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
         main
     };
     let notify_socket = notify::path();
-    let (specs, nodes) = nodes::build(plan, &env, main.clone(), config.shutdown_timeout(), &notify_socket);
+    let (specs, nodes) = nodes::build(plan, &env, main.clone(), grace, &notify_socket);
+    // What reading and planning the configuration took is all free now.
+    pid1::return_free_memory();
     let style = Style {
-        format: config.nix2gpu.log.format.unwrap_or_default(),
-        timestamps: config.nix2gpu.log.timestamps.unwrap_or(false),
+        format: fixed.log.format.unwrap_or_default(),
+        timestamps: fixed.log.timestamps.unwrap_or(false),
         name_width: specs
             .iter()
             .map(|spec| spec.name.len())
@@ -197,17 +205,12 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
     if specs.is_empty() {
         info!("no main command and no services: supervising until stopped");
     }
-    let settings = supervisor::Settings {
-        forward_to: config.forward_to(),
-        grace: config.shutdown_timeout(),
-        interactive,
-        platform: Some(platform),
-    };
+    let settings = supervisor::Settings { forward_to, grace, interactive, platform: Some(platform) };
     let socket_path = socket::path();
     let mut socket_bound = false;
-    let health_listen = config.nix2gpu.health.listen.clone();
+    let health_listen = fixed.health.listen.clone();
     let source =
-        supervisor::ReloadSource { configs: configs.to_vec(), env: boot_env, main, notify_socket, config };
+        supervisor::ReloadSource { configs: configs.to_vec(), env: boot_env, main, notify_socket, fixed };
     let code = runtime.block_on(async {
         let signals = match signals::Signals::open() {
             Ok(signals) => signals,

@@ -327,6 +327,77 @@ fn a_stalled_stdout_holds_services_back_without_loss_and_the_init_keeps_working(
 }
 
 #[test]
+fn a_stalled_stdout_still_lets_another_services_ready_line_through() {
+    // `db` prints its ready line on SIGUSR1, sent once the flood has stalled stdout; `app` waits
+    // for that line. The output has no room for db's line then, yet the line is seen.
+    let config = config_file(&format!(
+        "processes:
+  flood:
+    entrypoint: [seq, \"1\", \"{FLOOD_LINES}\"]
+  db:
+    command: trap 'echo db is ready; exec sleep 1000' USR1; sleep 1000 & wait
+    ready_log_line: db is ready
+  app:
+    command: exec sleep 1000
+    depends_on: {{db: {{condition: process_log_ready}}}}
+"
+    ));
+    let (mut init, mut stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
+    let flood = init.wait_for_node("flood", "running", |n| n["state"] == "running");
+    let flood_host = init.host_pid_of(flood["pid"].as_i64().unwrap());
+    init.wait_for_node("db", "started", |n| n["pid"].is_i64());
+    wait_blocked_writing(flood_host);
+    assert_eq!(init.node("app")["state"], "pending", "app waits for db's line");
+    kill_node(&init, "db", Signal::SIGUSR1, false);
+    init.wait_for_node("app", "started on db's line", |n| n["state"] == "running");
+    assert_eq!(init.node("db")["state"], "ready");
+    wait_blocked_writing(flood_host);
+
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).expect("the init's stdout is text");
+        text
+    });
+    init.wait_for_node("flood", "completed", |n| n["state"] == "completed");
+    init.signal(Signal::SIGTERM);
+    assert_eq!(init.wait_exit(), 0);
+    let text = reader.join().unwrap();
+    assert!(
+        text.lines().any(|line| init_tests::split_service_line(line, "db").as_deref() == Some("db is ready"))
+    );
+}
+
+#[test]
+fn a_flood_on_a_fast_stdout_leaves_the_init_answering() {
+    // About 900 MB framed, read as fast as it comes: reading it must not keep the event loop
+    // from anything else while it lasts.
+    let config = config_file(
+        "processes:\n  flood:\n    entrypoint: [seq, \"1\", \"50000000\"]\n  idle:\n    command: exec sleep 1000\n",
+    );
+    let (mut init, mut stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
+    let (flowing, flows) = std::sync::mpsc::channel();
+    let reader = thread::spawn(move || {
+        let (mut buffer, mut total) = (vec![0; 1 << 16], 0);
+        while let Ok(count @ 1..) = stdout.read(&mut buffer) {
+            total += count;
+            if total >= 10 << 20 {
+                let _ = flowing.send(());
+            }
+        }
+    });
+    flows.recv_timeout(PATIENCE).expect("the flood reaches stdout");
+    // Answered while the flood still runs, not after it.
+    assert_eq!(init.node("flood")["state"], "running");
+    let (idle_pid, _) = pid_and_restarts(&init, "idle");
+    assert_eq!(init.client(&["restart", "idle"]).0, 0);
+    init.wait_for_node("idle", "running again", |n| n["state"] == "running" && n["pid"] != idle_pid);
+    assert_eq!(init.node("flood")["state"], "running");
+    init.signal(Signal::SIGTERM);
+    assert_eq!(init.wait_exit(), 0);
+    reader.join().unwrap();
+}
+
+#[test]
 fn a_stdout_nobody_reads_any_more_costs_the_lines_not_the_init() {
     let config = flood_config();
     let (mut init, stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();

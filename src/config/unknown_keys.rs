@@ -8,8 +8,6 @@
 //! [`UNSUPPORTED`] with the reason, so a process-compose file gets an explanation rather than a
 //! bare "unknown key".
 
-use std::sync::OnceLock;
-
 use serde_json::Value as Json;
 use serde_yaml::Value;
 
@@ -120,30 +118,31 @@ const UNSUPPORTED: &[Unsupported] = &[
     unsupported("Availability", "exit_on_skipped", ""),
 ];
 
-/// The JSON Schema of [`Config`] as JSON, built once.
-pub(super) fn schema() -> &'static Json {
-    static SCHEMA: OnceLock<Json> = OnceLock::new();
-    SCHEMA.get_or_init(|| schemars::schema_for!(Config).to_value())
+/// The JSON Schema of [`Config`] as JSON. Built for each use, not kept: it is needed when a
+/// configuration is read (at boot, at a reload) and would otherwise stay in PID 1's memory for
+/// good (150 KB); building it takes well under a millisecond.
+pub(super) fn schema() -> Json {
+    schemars::schema_for!(Config).to_value()
 }
 
 /// Every unknown or unsupported key in `document`, located at the key.
 pub(super) fn find(document: &Value) -> Vec<Issue> {
-    let root = schema();
+    let root = &schema();
     let scope = root.get("title").and_then(Json::as_str);
     let mut issues = Vec::new();
     Walk { root, issues: &mut issues }.value(document, root, scope, &KeyPath::root());
     issues
 }
 
-/// The document walked beside its schema; `issues` collects what does not fit.
-struct Walk<'a> {
-    root: &'static Json,
+/// The document walked beside its schema (`'s`); `issues` collects what does not fit.
+struct Walk<'s, 'a> {
+    root: &'s Json,
     issues: &'a mut Vec<Issue>,
 }
 
-impl Walk<'_> {
+impl<'s> Walk<'s, '_> {
     /// Checks `value` against `schema`, whose `$defs` name (if it has one) is `scope`.
-    fn value(&mut self, value: &Value, schema: &'static Json, scope: Option<&'static str>, path: &KeyPath) {
+    fn value(&mut self, value: &Value, schema: &'s Json, scope: Option<&'s str>, path: &KeyPath) {
         let (schema, scope) = self.resolve(schema, scope, value);
         match value {
             Value::Mapping(mapping) => self.mapping(mapping, schema, scope, path),
@@ -163,10 +162,10 @@ impl Walk<'_> {
     /// `Option<T>` is `anyOf: [T, null]`). Type mismatches are the typed pass's business.
     fn resolve(
         &self,
-        mut schema: &'static Json,
-        mut scope: Option<&'static str>,
+        mut schema: &'s Json,
+        mut scope: Option<&'s str>,
         value: &Value,
-    ) -> (&'static Json, Option<&'static str>) {
+    ) -> (&'s Json, Option<&'s str>) {
         for _ in 0..16 {
             if let Some(name) =
                 schema.get("$ref").and_then(Json::as_str).and_then(|r| r.strip_prefix("#/$defs/"))
@@ -190,7 +189,7 @@ impl Walk<'_> {
     }
 
     /// Whether a branch (after `$ref`s) is a collection schema of `value`'s kind.
-    fn can_hold(&self, branch: &'static Json, value: &Value) -> bool {
+    fn can_hold(&self, branch: &'s Json, value: &Value) -> bool {
         let (branch, _) = self.resolve(branch, None, &Value::Null);
         match value {
             Value::Mapping(_) => {
@@ -204,8 +203,8 @@ impl Walk<'_> {
     fn mapping(
         &mut self,
         mapping: &serde_yaml::Mapping,
-        schema: &'static Json,
-        scope: Option<&'static str>,
+        schema: &'s Json,
+        scope: Option<&'s str>,
         path: &KeyPath,
     ) {
         // A struct has `properties` (and `additionalProperties: false`); a map of names
@@ -283,7 +282,7 @@ mod tests {
 
     #[test]
     fn every_unsupported_key_names_a_schema_object_that_lacks_it() {
-        let root = schema();
+        let root = &schema();
         let defs = root.get("$defs").unwrap();
         for entry in UNSUPPORTED {
             let object = if entry.scope == "Config" { root } else { defs.get(entry.scope).unwrap() };

@@ -21,7 +21,7 @@ use std::time::SystemTime;
 pub use framing::{LineSplitter, MAX_LINE};
 pub use init_layer::{LEVEL_ENV, effective_level, init};
 pub use output::{BUFFER_BYTES, Output, Style};
-pub use pump::{PARTIAL_LINE_QUIET, PumpTarget, ReadyLine, pump};
+pub use pump::{PARTIAL_LINE_QUIET, PumpTarget, Pumps, ReadyLine};
 pub use recent::Recent;
 
 /// The name the init's own lines carry.

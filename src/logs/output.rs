@@ -70,13 +70,21 @@ impl Output {
 
     /// Queues a batch of service lines, waiting while the buffer is full.
     pub async fn send(&self, batch: Arc<Batch>) {
-        let units = batch.byte_len().div_ceil(CREDIT_UNIT).max(1);
-        let units = u32::try_from(units).unwrap_or(u32::MAX).min((BUFFER_BYTES / CREDIT_UNIT) as u32);
+        let units = credit_units(&batch);
         // The semaphore is never closed, so acquiring can only succeed.
         if let Ok(permit) = self.credit.acquire_many(units).await {
             permit.forget();
         }
         let _ = self.sender.send(Message::Service(batch, units as usize));
+    }
+
+    /// Queues a batch of service lines if the buffer has room for it now; gives it back if not.
+    pub fn try_send(&self, batch: Arc<Batch>) -> Result<(), Arc<Batch>> {
+        let units = credit_units(&batch);
+        let Ok(permit) = self.credit.try_acquire_many(units) else { return Err(batch) };
+        permit.forget();
+        let _ = self.sender.send(Message::Service(batch, units as usize));
+        Ok(())
     }
 
     /// Waits until everything queued so far has been written (at exit).
@@ -86,6 +94,13 @@ impl Output {
             let _ = wait.recv();
         }
     }
+}
+
+/// The credit a batch takes: its size in units, at least one, at most the whole buffer (so
+/// that any batch can go once the buffer is empty).
+fn credit_units(batch: &Batch) -> u32 {
+    let units = batch.byte_len().div_ceil(CREDIT_UNIT).max(1);
+    u32::try_from(units).unwrap_or(u32::MAX).min((BUFFER_BYTES / CREDIT_UNIT) as u32)
 }
 
 /// Hands one of the init's own lines to the writer, or writes it directly before the writer

@@ -33,6 +33,20 @@ pub fn become_subreaper_unless_pid1() {
     }
 }
 
+/// Gives the heap's free pages back to the kernel. Reading the configuration takes several
+/// times the memory of what is kept of it (the YAML events, the document tree, the decoded
+/// processes: 3.6 MB at the peak for a thousand services), and glibc's free() returns memory to
+/// the kernel only from the top of the heap, so most of it would stay resident for the life of
+/// the container. Called once the configuration is planned, at boot and after each reload.
+pub fn return_free_memory() {
+    // SAFETY: malloc_trim only hands free memory of the allocator back; it is safe to call at
+    // any time.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Sends `signo` to `to`, or to its process group. Raw kill: real-time signals have no
 /// `nix::sys::signal::Signal` variant.
 pub fn forward(signo: i32, to: Pid, group: bool) {

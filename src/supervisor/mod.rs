@@ -29,7 +29,7 @@ use crate::config::ForwardTo;
 use crate::control::{Answer, Ask, Request, Response};
 use crate::exit_code;
 use crate::graph::{Action, ControlCommand, Event, Graph, NodeId, NoteLevel, ProbeKind, TimerId};
-use crate::logs::{Batch, Output, PumpTarget, ReadyLine, Stream, pump};
+use crate::logs::{Batch, Output, PumpTarget, Pumps, ReadyLine, Stream};
 use crate::notify::Datagram;
 use crate::pid1::reaper;
 use crate::pid1::signals::{self, Signals, TERMINAL_HOUSEKEEPING};
@@ -38,7 +38,7 @@ use crate::probe::{self, ExecContext, ProbeExits};
 use crate::runtime::Platform;
 use crate::spawn;
 pub use nodes::{MAIN_NAME, Node, Nodes};
-pub use reload::ReloadSource;
+pub use reload::{FixedSettings, ReloadSource};
 
 /// Settings of the loop that are not per node.
 #[derive(Debug, Clone)]
@@ -68,6 +68,13 @@ pub async fn run(
     let (events, inbox) = unbounded_channel();
     let (live, _) = broadcast::channel(LIVE_BATCHES);
     let (notices, notice_inbox) = mpsc::channel(crate::notify::QUEUE);
+    let pumps = match Pumps::start(output, live.clone()) {
+        Ok(pumps) => pumps,
+        Err(failure) => {
+            error!("cannot start reading the processes' output: {failure}");
+            return exit_code::INTERNAL;
+        }
+    };
     let mut supervisor = Supervisor {
         graph,
         nodes: Nodes::from(nodes),
@@ -75,14 +82,13 @@ pub async fn run(
         source,
         notify_socket: None,
         notices,
-        output,
         settings,
         pids: HashMap::new(),
         shutdown_commands: HashMap::new(),
         timers: HashMap::new(),
         probes: HashMap::new(),
         probe_exits: ProbeExits::default(),
-        pumps: Vec::new(),
+        pumps,
         events,
         live,
         finished: None,
@@ -95,10 +101,7 @@ pub async fn run(
     // Every process is gone now, so every pipe has reached its end: let the pumps pass on
     // what is still buffered in them (a process may have written its last lines just before
     // it exited). Bounded, in case a pipe was handed to something outside the init's reach.
-    let deadline = tokio::time::Instant::now() + PUMP_DRAIN;
-    for pump in supervisor.pumps {
-        let _ = tokio::time::timeout_at(deadline, pump).await;
-    }
+    supervisor.pumps.finish(tokio::time::Instant::now() + PUMP_DRAIN).await;
     code
 }
 
@@ -121,7 +124,6 @@ struct Supervisor {
     notify_socket: Option<(std::path::PathBuf, JoinHandle<()>)>,
     /// Where the notify socket's reader hands datagrams to the loop.
     notices: mpsc::Sender<Datagram>,
-    output: Output,
     settings: Settings,
     /// Live processes of nodes, by pid.
     pids: HashMap<i32, NodeId>,
@@ -130,8 +132,8 @@ struct Supervisor {
     timers: HashMap<TimerId, JoinHandle<()>>,
     probes: HashMap<NodeId, Vec<JoinHandle<()>>>,
     probe_exits: ProbeExits,
-    /// The tasks reading the processes' output pipes.
-    pumps: Vec<JoinHandle<()>>,
+    /// The reader of the processes' output pipes.
+    pumps: Pumps,
     /// Timers, probes and log pumps report here.
     events: UnboundedSender<Event>,
     /// Every batch of output, for `logs --follow` clients (nobody listening costs nothing).
@@ -334,10 +336,9 @@ impl Supervisor {
             Ok(spawned) => {
                 let pid = spawned.pid.as_raw();
                 self.pids.insert(pid, node);
-                self.pumps.retain(|pump| !pump.is_finished());
                 for (fd, stream) in [(spawned.stdout, Stream::Stdout), (spawned.stderr, Stream::Stderr)] {
                     if let (Some(fd), Some(target)) = (fd, self.pump_target(node, stream)) {
-                        self.pumps.push(tokio::spawn(pump(fd, target)));
+                        self.pumps.add(fd, target);
                     }
                 }
                 Event::Spawned { node, pid }
@@ -350,21 +351,14 @@ impl Supervisor {
 
     fn pump_target(&self, node: NodeId, stream: Stream) -> Option<PumpTarget> {
         let spec = self.nodes.get(node)?;
-        let ready = spec.ready_log_line.clone().map(|pattern| {
+        let ready = spec.ready_log_line.as_deref().cloned().map(|pattern| {
             let events = self.events.clone();
             let notify: Box<dyn FnOnce() + Send> = Box::new(move || {
                 let _ = events.send(Event::LogReady { node });
             });
-            ReadyLine { pattern, notify }
+            Box::new(ReadyLine { pattern, notify })
         });
-        Some(PumpTarget {
-            name: spec.name.clone(),
-            stream,
-            output: self.output.clone(),
-            recent: spec.recent.clone(),
-            ready,
-            live: self.live.clone(),
-        })
+        Some(PumpTarget { name: spec.name.clone(), stream, recent: spec.recent.clone(), ready })
     }
 
     fn start_probes(&mut self, node: NodeId) {
@@ -377,7 +371,7 @@ impl Supervisor {
         };
         let mut handles = Vec::new();
         for (plan, kind) in [(&spec.readiness, ProbeKind::Readiness), (&spec.liveness, ProbeKind::Liveness)] {
-            if let Some(plan) = plan.clone() {
+            if let Some(plan) = plan.as_deref().cloned() {
                 let events = self.events.clone();
                 let report = move |ok| {
                     let _ = events.send(Event::Probe { node, kind, ok });

@@ -16,9 +16,10 @@ use tracing::{error, info, warn};
 use super::{Node, Supervisor, nodes};
 use crate::accounts::AccountFiles;
 use crate::boot;
-use crate::config::{self, Config};
+use crate::config::{self, Config, HealthSettings, LogLevel, LogSettings};
 use crate::control::{PlannedChange, ReloadReport, Response};
 use crate::graph::{Change, NodeChange, NodeSpec};
+use crate::pid1;
 
 /// What a reload reads again, as at boot.
 pub struct ReloadSource {
@@ -31,14 +32,38 @@ pub struct ReloadSource {
     pub main: Vec<OsString>,
     /// Where notify processes are told to send their notifications.
     pub notify_socket: PathBuf,
-    /// The configuration in force, for the settings a reload cannot change.
-    pub config: Config,
+    /// The settings in force that a reload cannot change.
+    pub fixed: FixedSettings,
+}
+
+/// The init-wide settings that only a new start applies: how the init logs and where it serves
+/// its endpoint. A reload compares them to warn when they changed; they are all it keeps of the
+/// configuration in force, since the whole [`Config`] (every process's settings, the source
+/// texts) would stay in memory for the life of the init only for that comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedSettings {
+    pub log_level: Option<LogLevel>,
+    pub log: LogSettings,
+    pub health: HealthSettings,
+}
+
+impl From<Config> for FixedSettings {
+    fn from(config: Config) -> Self {
+        Self { log_level: config.log_level, log: config.nix2gpu.log, health: config.nix2gpu.health }
+    }
 }
 
 impl Supervisor {
     /// Reads the configuration again and applies the difference (or, with `dry_run`, says what
     /// it would be). The answer lists every node's change, or every configuration error.
     pub(super) fn reload(&mut self, dry_run: bool) -> Response {
+        let response = self.read_and_apply(dry_run);
+        // What reading the configuration took is free again (see the function).
+        pid1::return_free_memory();
+        response
+    }
+
+    fn read_and_apply(&mut self, dry_run: bool) -> Response {
         let sources = config::sources(&self.source.configs);
         let (config, plan) = match config::check(&sources, &self.source.env, &AccountFiles::default()) {
             Ok(checked) => checked,
@@ -82,12 +107,13 @@ impl Supervisor {
         for failure in boot::secrets::stash(secrets, &self.source.env) {
             warn!("reload: {failure}");
         }
-        for setting in fixed_settings_changed(&self.source.config, &config) {
-            warn!("reload: `{setting}` changed; it takes effect at the next start");
-        }
         self.settings.grace = config.shutdown_timeout();
         self.settings.forward_to = config.forward_to();
-        self.source.config = config;
+        let fixed = FixedSettings::from(config);
+        for setting in fixed_settings_changed(&self.source.fixed, &fixed) {
+            warn!("reload: `{setting}` changed; it takes effect at the next start");
+        }
+        self.source.fixed = fixed;
         let kinds = reconfigured.changes.iter().map(|change| change.change);
         for ((&id, mut definition), change) in reconfigured.ids.iter().zip(definitions).zip(kinds) {
             match change {
@@ -156,11 +182,11 @@ fn summary(report: &ReloadReport) -> String {
 
 /// The init-wide settings that differ between `old` and `new` and that only a new start
 /// applies: how the init logs and where it serves its endpoint.
-fn fixed_settings_changed(old: &Config, new: &Config) -> Vec<&'static str> {
+fn fixed_settings_changed(old: &FixedSettings, new: &FixedSettings) -> Vec<&'static str> {
     let settings = [
         ("log_level", old.log_level == new.log_level),
-        ("nix2gpu.log", old.nix2gpu.log == new.nix2gpu.log),
-        ("nix2gpu.health.listen", old.nix2gpu.health == new.nix2gpu.health),
+        ("nix2gpu.log", old.log == new.log),
+        ("nix2gpu.health.listen", old.health == new.health),
     ];
     settings.into_iter().filter(|(_, same)| !same).map(|(name, _)| name).collect()
 }
@@ -169,8 +195,8 @@ fn fixed_settings_changed(old: &Config, new: &Config) -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Config {
-        config::parse(std::path::Path::new("c.yaml"), text).unwrap()
+    fn parse(text: &str) -> FixedSettings {
+        config::parse(std::path::Path::new("c.yaml"), text).unwrap().into()
     }
 
     #[test]
