@@ -37,7 +37,8 @@ pub fn become_subreaper_unless_pid1() {
 /// times the memory of what is kept of it (the YAML events, the document tree, the decoded
 /// processes: 3.6 MB at the peak for a thousand services), and glibc's free() returns memory to
 /// the kernel only from the top of the heap, so most of it would stay resident for the life of
-/// the container. Called once the configuration is planned, at boot and after each reload.
+/// the container. Called once the configuration is planned, at boot and after each reload, and
+/// after each burst of process starts (see `spawn::child`).
 pub fn return_free_memory() {
     // SAFETY: malloc_trim only hands free memory of the allocator back; it is safe to call at
     // any time.

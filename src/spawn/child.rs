@@ -25,12 +25,17 @@
 use std::ffi::CString;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::libc::{self, c_int, c_void};
-use nix::unistd::Pid;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::unistd::{Pid, pipe2};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("spawn::child makes raw x86_64 system calls; the init targets x86_64-unknown-linux-gnu");
@@ -62,30 +67,55 @@ pub struct Job {
     pub keep_open: &'static [RawFd],
 }
 
-/// What the child reads, at addresses that stay put (it is boxed) until the kernel has cleared
-/// `tid`, which it does when the child execs or exits.
+/// What the child reads, at addresses that stay put (it is boxed) until the child has exec'd or
+/// exited (see [`Pending`]).
 struct Storage {
     job: Job,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     /// Sources for descriptors 0, 1 and 2; -1 leaves one as it is.
     stdio: [RawFd; 3],
-    /// Set before the clone; the kernel writes 0 here once the child no longer uses this
-    /// memory (CLONE_CHILD_CLEARTID).
-    tid: AtomicI32,
-    /// Left uninitialized: the child touches only the top few pages, and only those become
-    /// resident.
-    stack: Box<[MaybeUninit<u128>]>,
+    stack: Stack,
 }
 
-// SAFETY: the raw pointers point into `job`, owned by the same Storage; the Storage only moves
-// between the init's threads inside the PENDING mutex.
-unsafe impl Send for Storage {}
+/// The child's stack, mapped for it and unmapped after: only the few pages it touches become
+/// resident, and they go back to the kernel when it is done instead of staying in the heap.
+struct Stack {
+    base: *mut c_void,
+}
 
-/// Children that may still be reading their Storage. Boxed: a Storage must stay where the
-/// child sees it while the vector grows.
-#[allow(clippy::vec_box)]
-static PENDING: Mutex<Vec<Box<Storage>>> = Mutex::new(Vec::new());
+impl Stack {
+    fn map() -> io::Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STACK_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(Self { base }) }
+    }
+
+    /// Where the stack starts: its end, as stacks grow down (page-aligned, so 16-byte aligned).
+    fn top(&self) -> *mut c_void {
+        self.base.wrapping_byte_add(STACK_BYTES)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once, after the child stopped using it.
+        unsafe { libc::munmap(self.base, STACK_BYTES) };
+    }
+}
+
+// SAFETY: the raw pointers point into `job` and `stack`, owned by the same Storage, which only
+// moves (boxed) into the task that frees it.
+unsafe impl Send for Storage {}
 
 /// The child's stack: it runs a handful of system calls.
 const STACK_BYTES: usize = 64 * 1024;
@@ -100,29 +130,95 @@ fn null() -> io::Result<RawFd> {
     Ok(NULL.get_or_init(|| opened).as_raw_fd())
 }
 
+/// A started child that may still be using its Storage. The child's copy of `done`'s write
+/// end closes when it execs or exits; by then it has left the init's memory (on both paths the
+/// kernel releases the memory before the descriptors).
+struct Pending {
+    /// Held, not read: the child reads it.
+    _storage: Box<Storage>,
+    done: OwnedFd,
+}
+
+impl Pending {
+    fn finished(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(nix::unistd::read(&self.done, &mut byte), Ok(0))
+    }
+}
+
+/// The children still using their Storage: few at a time, since a child leaves within
+/// moments of its start. Kept short by [`sweep`] at every start and, once starts stop, by the
+/// [`sweeper`] task.
+static PENDING: Mutex<Vec<Pending>> = Mutex::new(Vec::new());
+/// Whether the sweeper task is running.
+static SWEEPING: AtomicBool = AtomicBool::new(false);
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<Pending>> {
+    // Poisoned only by a panic while holding it, which neither pushing nor sweeping can cause.
+    PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Frees the Storage of every child that has exec'd or exited.
+fn sweep() {
+    pending().retain(|pending| !pending.finished());
+}
+
 /// Starts `job` and returns at once. `output`'s pipe ends are closed when it returns: the
 /// child got its own copies with the descriptor table it was cloned with.
 pub fn start(job: Job, output: ChildOutput) -> io::Result<Pid> {
-    forget_finished();
+    sweep();
     let null = null()?;
     let mut storage = Box::new(Storage {
         argv: null_terminated(&job.argv),
         envp: null_terminated(&job.envp),
         stdio: stdio(job.stdin_null, &output, null),
         job,
-        tid: AtomicI32::new(-1),
-        stack: Box::new_uninit_slice(STACK_BYTES / 16),
+        stack: Stack::map()?,
     });
+    let (done, done_write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
     let pid = clone(&mut storage)?;
-    // Poisoned only if a panic happened while holding it, which pushing cannot do.
-    PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(storage);
+    drop(done_write);
+    pending().push(Pending { _storage: storage, done });
+    start_sweeper();
     Ok(pid)
 }
 
-/// Drops the storage of children that have exec'd or exited.
-fn forget_finished() {
-    let mut pending = PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    pending.retain(|storage| storage.tid.load(Ordering::Acquire) != 0);
+/// In the event loop, a task frees what the last starts left once their children are gone;
+/// outside one (a test) that waits for the next start.
+fn start_sweeper() {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    if !SWEEPING.swap(true, Ordering::Relaxed) {
+        runtime.spawn(sweeper());
+    }
+}
+
+/// Waits for the newest pending child (children leave about in the order they started), sweeps,
+/// and goes on while any is left. The event loop runs on one thread, so no start can slip in
+/// between seeing the list empty and clearing SWEEPING.
+async fn sweeper() {
+    loop {
+        // Without a descriptor to spare, the next start sweeps instead.
+        let newest = pending().last().map(|pending| pending.done.try_clone());
+        let Some(Ok(done)) = newest else { break };
+        // SAFETY: the OwnedFd stays the same open descriptor for the AsyncFd's whole life.
+        match unsafe { AsyncFd::register_with_interest(done, Interest::READABLE) } {
+            Ok(done) => {
+                let _ = done.readable().await;
+            }
+            Err(failure) => wait_for_end_of_file(&failure.into_parts().0),
+        }
+        sweep();
+    }
+    SWEEPING.store(false, Ordering::Relaxed);
+    // A burst of starts is over (a thousand services at boot, a restart): what they allocated
+    // and freed in between long-lived allocations would otherwise stay resident.
+    crate::pid1::return_free_memory();
+}
+
+/// Blocks until the pipe's last writer is gone.
+fn wait_for_end_of_file(done: &OwnedFd) {
+    let mut fds = [PollFd::new(done.as_fd(), PollFlags::POLLIN)];
+    while matches!(poll(&mut fds, PollTimeout::NONE), Err(Errno::EINTR)) {}
 }
 
 fn stdio(stdin_null: bool, output: &ChildOutput, null: RawFd) -> [RawFd; 3] {
@@ -141,8 +237,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 fn clone(storage: &mut Storage) -> io::Result<Pid> {
-    let top = storage.stack.as_mut_ptr_range().end.cast::<c_void>();
-    let tid = storage.tid.as_ptr();
+    let top = storage.stack.top();
     let argument = std::ptr::from_ref(storage).cast_mut().cast::<c_void>();
     let all = signal_set(true);
     let mut previous = signal_set(false);
@@ -150,20 +245,10 @@ fn clone(storage: &mut Storage) -> io::Result<Pid> {
     // blocked in the child from the clone until it has reset the handlers.
     // SAFETY: valid signal sets; the mask is restored right after the clone.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous) };
-    let flags = libc::CLONE_VM | libc::CLONE_CHILD_CLEARTID | libc::SIGCHLD;
+    let flags = libc::CLONE_VM | libc::SIGCHLD;
     // SAFETY: `child` only reads the storage and writes its own stack, both kept alive until
-    // the kernel clears `tid` (see `forget_finished`); the stack is 16-byte aligned (u128).
-    let pid = unsafe {
-        libc::clone(
-            child,
-            top,
-            flags,
-            argument,
-            std::ptr::null_mut::<c_int>(),
-            std::ptr::null_mut::<c_void>(),
-            tid,
-        )
-    };
+    // the child has exec'd or exited (see `release_when_done`).
+    let pid = unsafe { libc::clone(child, top, flags, argument) };
     let error = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
