@@ -59,8 +59,9 @@ pub struct Library {
 /// such as libc.so, say), not a shared object, not for x86-64, x32 or i386, no dynamic
 /// segment or string table, or offsets pointing outside the file.
 pub fn read(file: &File) -> Option<Library> {
-    let reader = Reader::new(file)?;
-    let head = reader.head.as_slice();
+    let mut buffer = [0; HEAD_LEN];
+    let reader = Reader::new(file, &mut buffer)?;
+    let head = reader.head;
     if head.len() < MIN_FILE_LEN || !head.starts_with(b"\x7fELF") || head[EI_DATA] != ELFDATA2LSB {
         return None;
     }
@@ -175,21 +176,21 @@ fn read_name(reader: &Reader, offset: u64) -> Option<Vec<u8>> {
 /// A file and the bytes of its first read, up to `HEAD_LEN`.
 struct Reader<'a> {
     file: &'a File,
-    head: Vec<u8>,
+    head: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn new(file: &'a File) -> Option<Self> {
-        let mut head = vec![0; HEAD_LEN];
+    /// Makes the first read into `buffer` (the caller's: on the stack, since a scan makes one
+    /// per library and a heap block of this size is slow to take and give back).
+    fn new(file: &'a File, buffer: &'a mut [u8; HEAD_LEN]) -> Option<Self> {
         let len = loop {
-            match file.read_at(&mut head, 0) {
+            match file.read_at(buffer, 0) {
                 Ok(len) => break len,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
         };
-        head.truncate(len);
-        Some(Reader { file, head })
+        Some(Reader { file, head: buffer.get(..len)? })
     }
 
     /// Up to `len` bytes at `offset` (fewer only at the end of the file): from the first read

@@ -546,6 +546,57 @@ fn directories_count_once_in_order_and_must_be_absolute_and_readable() {
     assert!(scan(&[first.0.join("libfoo.so.1")]).unwrap_err().contains("not a directory"));
 }
 
+#[test]
+fn a_directory_large_enough_for_several_threads_follows_the_same_rules() {
+    let lib = Scratch::new("many");
+    let d = lib.0.display();
+    let template = library_with("libmany-000000.so.1");
+    let digits = memchr::memmem::find(&template, b"000000").expect("the template's soname");
+    let mut expected = Vec::new();
+    for index in 0..300 {
+        let number = format!("{index:06}");
+        let mut bytes = template.clone();
+        bytes[digits..digits + 6].copy_from_slice(number.as_bytes());
+        let (file, soname) = (format!("libmany-{number}.so.1.0"), format!("libmany-{number}.so.1"));
+        lib.write(&file, bytes);
+        lib.link(&soname, &file);
+        expected.push(entry(soname.as_bytes(), &format!("{d}/{soname}"), FLAGS_X86_64));
+        if index % 3 == 0 {
+            let linker = format!("libmany-{number}.so");
+            lib.link(&linker, &soname);
+            expected.push(entry(linker.as_bytes(), &format!("{d}/{linker}"), FLAGS_X86_64));
+        }
+        if index % 5 == 0 {
+            lib.link(&format!("libmany-alias-{number}.so.2"), &file);
+        }
+        if index % 7 == 0 {
+            lib.link(&format!("libgone-{number}.so.1"), &format!("libgone-{number}.so.1.0"));
+        }
+        if index % 11 == 0 {
+            lib.write(&format!("libscript-{number}.so"), b"/* GNU ld script */\n");
+        }
+    }
+    super::sort(&mut expected);
+    let entries = scan(std::slice::from_ref(&lib.0)).unwrap();
+    assert_eq!(listing(&entries), listing(&expected));
+}
+
+// --- reading on several threads ---
+
+#[test]
+fn prefetch_reads_each_item_once_with_helpers_or_leaves_it_all_to_the_caller() {
+    let items: Vec<usize> = (0..1000).collect();
+    let mut reads = super::prefetch::run(&items, |item| item * 2);
+    reads.sort_unstable();
+    if std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1) {
+        assert_eq!(reads, items.iter().map(|&item| (item, item * 2)).collect::<Vec<_>>());
+    } else {
+        assert!(reads.is_empty(), "with one CPU nothing is read ahead");
+    }
+    let few: Vec<usize> = (0..10).collect();
+    assert!(super::prefetch::run(&few, |item| item).is_empty(), "ten items do not repay a thread");
+}
+
 // --- writing ---
 
 #[test]
