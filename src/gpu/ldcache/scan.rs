@@ -21,13 +21,13 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::dir::{Dir, Type};
-use nix::fcntl::{AtFlags, OFlag, openat, readlinkat};
+use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use super::library::{self, Library};
@@ -78,9 +78,9 @@ struct Candidate<'n> {
 /// One directory's entries, in the order ldconfig adds them to its cache (the reverse of the
 /// order of discovery), which is the order that survives among names that compare equal.
 fn scan_dir(dir: &Path, prefix: &[u8], files: &mut Files) -> Result<Vec<Entry>, String> {
-    let listing = Listing::read(dir)?;
+    let (listing, reads) = Listing::read(dir)?;
     let mut reader = DirReader::new(&listing, files);
-    reader.read_considered();
+    reader.read_considered(reads);
     let entries = candidates(&listing, &reader.libraries).into_iter().rev().map(|candidate| {
         let target = if reader.is_library(candidate.soname) {
             candidate.soname
@@ -122,6 +122,11 @@ fn candidates<'l>(listing: &'l Listing, libraries: &'l [Option<Option<Library>>]
     candidates
 }
 
+/// Whether ldconfig looks at an entry: a file or link named like a library.
+fn is_considered(name: &[u8], kind: Kind) -> bool {
+    kind != Kind::Other && is_library_name(name) && !is_prelink_temporary(name)
+}
+
 /// glibc's `_dl_is_dso`: the names ldconfig looks at.
 fn is_library_name(name: &[u8]) -> bool {
     ((name.starts_with(b"lib") || name.starts_with(b"ld-")) && memchr::memmem::find(name, b".so").is_some())
@@ -156,36 +161,55 @@ enum Kind {
 /// directory that names are opened relative to.
 struct Listing {
     dir: PathBuf,
-    handle: Dir,
+    fd: OwnedFd,
     names: Vec<Vec<u8>>,
     kinds: Vec<Kind>,
     /// The entries ldconfig considers (files and links named like a library), in order.
     considered: Vec<usize>,
 }
 
+/// An entry ldconfig considers, on its way to be read while the listing goes on.
+struct Pending {
+    index: usize,
+    name: Vec<u8>,
+    kind: Kind,
+}
+
 impl Listing {
-    fn read(dir: &Path) -> Result<Self, String> {
-        let failed = |e: nix::Error| format!("cannot list {}: {e}", dir.display());
+    /// Lists `dir`; the entries ldconfig considers are read meanwhile, on several threads
+    /// where there are enough of them to repay starting one. Returns the listing and those
+    /// reads, by the entry's place in the listing.
+    fn read(dir: &Path) -> Result<(Self, Vec<(usize, Read)>), String> {
+        let failed = |e: &dyn std::fmt::Display| format!("cannot list {}: {e}", dir.display());
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let mut handle = Dir::open(dir, flags, Mode::empty()).map_err(failed)?;
-        let (mut names, mut types) = (Vec::new(), Vec::new());
-        for item in handle.iter() {
-            let item = item.map_err(failed)?;
-            let name = item.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                names.push(name.to_vec());
-                types.push(item.file_type());
-            }
-        }
-        let kinds: Vec<Kind> =
-            names.iter().zip(types).map(|(name, listed)| kind(handle.as_fd(), name, listed)).collect();
-        let considered = (0..names.len())
-            .filter(|&index| {
-                let name = &names[index];
-                kinds[index] != Kind::Other && is_library_name(name) && !is_prelink_temporary(name)
-            })
-            .collect();
-        Ok(Listing { dir: dir.to_path_buf(), handle, names, kinds, considered })
+        let fd = open(dir, flags, Mode::empty()).map_err(|e| failed(&e))?;
+        // Listed through a second descriptor on this thread (a stream is not Sync); the first
+        // is shared with the threads that read.
+        let copy = fd.try_clone().map_err(|e| failed(&e))?;
+        let mut stream = Dir::from_fd(copy).map_err(|e| failed(&e))?;
+        let (mut names, mut kinds, mut considered) = (Vec::new(), Vec::new(), Vec::new());
+        let (listed, reads) = prefetch::while_finding(
+            |found| {
+                for item in stream.iter() {
+                    let item = item?;
+                    let name = item.file_name().to_bytes();
+                    if name == b"." || name == b".." {
+                        continue;
+                    }
+                    let (index, kind) = (names.len(), kind(fd.as_fd(), name, item.file_type()));
+                    if is_considered(name, kind) {
+                        considered.push(index);
+                        found(Pending { index, name: name.to_vec(), kind });
+                    }
+                    names.push(name.to_vec());
+                    kinds.push(kind);
+                }
+                Ok(())
+            },
+            |pending| (pending.index, read_entry(fd.as_fd(), &pending.name, pending.kind)),
+        );
+        listed.map_err(|e: nix::Error| failed(&e))?;
+        Ok((Listing { dir: dir.to_path_buf(), fd, names, kinds, considered }, reads))
     }
 }
 
@@ -239,20 +263,9 @@ impl<'l, 'f> DirReader<'l, 'f> {
         }
     }
 
-    /// Reads every entry ldconfig considers. Their files and links are read ahead, on several
-    /// threads where there are enough of them to repay starting one; the links among them
-    /// are then followed here.
-    fn read_considered(&mut self) {
-        // The open directory stays on this thread (it is not Sync); its descriptor is shared.
-        let (fd, names, kinds) = (self.listing.handle.as_fd(), &self.listing.names, &self.listing.kinds);
-        let reads = prefetch::run(&self.listing.considered, |index| {
-            let name = &names[index];
-            match kinds[index] {
-                Kind::File => Read::Library(read_file(fd, name)),
-                Kind::Link => Read::Target(read_link(fd, name)),
-                Kind::Other => Read::Library(None),
-            }
-        });
+    /// Takes what was read ahead (see [`Listing::read`]), then looks at every entry ldconfig
+    /// considers, following links and reading what was not read ahead.
+    fn read_considered(&mut self, reads: Vec<(usize, Read)>) {
         for (index, read) in reads {
             match read {
                 Read::Library(library) => self.libraries[index] = Some(library),
@@ -270,7 +283,7 @@ impl<'l, 'f> DirReader<'l, 'f> {
             return library.clone();
         }
         let found = match self.listing.kinds[index] {
-            Kind::File => read_file(self.listing.handle.as_fd(), &self.listing.names[index]),
+            Kind::File => read_file(self.listing.fd.as_fd(), &self.listing.names[index]),
             Kind::Link => self.follow(index, links_followed),
             Kind::Other => None,
         };
@@ -285,7 +298,7 @@ impl<'l, 'f> DirReader<'l, 'f> {
 
     fn follow(&mut self, index: usize, links_followed: u8) -> Option<Library> {
         let (listing, name) = (self.listing, &self.listing.names[index]);
-        let target = self.targets[index].get_or_insert_with(|| read_link(listing.handle.as_fd(), name));
+        let target = self.targets[index].get_or_insert_with(|| read_link(listing.fd.as_fd(), name));
         let target = target.as_deref()?;
         if target.contains(&b'/') || links_followed >= MAX_LINKS {
             return self.files.read(&listing.dir.join(OsStr::from_bytes(name)));
@@ -300,6 +313,14 @@ impl<'l, 'f> DirReader<'l, 'f> {
 enum Read {
     Library(Option<Library>),
     Target(Option<Vec<u8>>),
+}
+
+fn read_entry(dir: BorrowedFd, name: &[u8], kind: Kind) -> Read {
+    match kind {
+        Kind::File => Read::Library(read_file(dir, name)),
+        Kind::Link => Read::Target(read_link(dir, name)),
+        Kind::Other => Read::Library(None),
+    }
 }
 
 fn read_file(dir: BorrowedFd, name: &[u8]) -> Option<Library> {

@@ -584,17 +584,42 @@ fn a_directory_large_enough_for_several_threads_follows_the_same_rules() {
 // --- reading on several threads ---
 
 #[test]
-fn prefetch_reads_each_item_once_with_helpers_or_leaves_it_all_to_the_caller() {
-    let items: Vec<usize> = (0..1000).collect();
-    let mut reads = super::prefetch::run(&items, |item| item * 2);
+fn items_are_read_on_helpers_while_still_being_found_and_each_once() {
+    let helpers_expected = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1);
+    let (read_one, first_read) = std::sync::mpsc::channel();
+    let (found_all, mut reads) = super::prefetch::while_finding(
+        |found| {
+            for item in 0..1000 {
+                found(item);
+                if item == 500 && helpers_expected {
+                    // This thread reads only once finding is over: a read now is a helper's.
+                    let waited = first_read.recv_timeout(std::time::Duration::from_secs(10));
+                    waited.expect("a helper reads while items are still being found");
+                }
+            }
+            "found all"
+        },
+        |item| {
+            let _ = read_one.send(());
+            item * 2
+        },
+    );
+    assert_eq!(found_all, "found all");
     reads.sort_unstable();
-    if std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1) {
-        assert_eq!(reads, items.iter().map(|&item| (item, item * 2)).collect::<Vec<_>>());
-    } else {
-        assert!(reads.is_empty(), "with one CPU nothing is read ahead");
-    }
-    let few: Vec<usize> = (0..10).collect();
-    assert!(super::prefetch::run(&few, |item| item).is_empty(), "ten items do not repay a thread");
+    assert_eq!(reads, (0..1000).map(|item| item * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_few_items_are_read_on_the_finding_thread() {
+    let here = std::thread::current().id();
+    let ((), reads) = super::prefetch::while_finding(
+        |found| (0..10).for_each(&mut *found),
+        |item| (item, std::thread::current().id()),
+    );
+    let mut items: Vec<usize> = reads.iter().map(|&(item, _)| item).collect();
+    items.sort_unstable();
+    assert_eq!(items, (0..10).collect::<Vec<_>>());
+    assert!(reads.iter().all(|&(_, thread)| thread == here), "ten items do not repay a thread");
 }
 
 // --- writing ---
