@@ -34,15 +34,16 @@ where
     let work = || queue.drain(&read);
     thread::scope(|scope| {
         let mut helpers: Vec<ScopedJoinHandle<Vec<T>>> = Vec::new();
-        let (mut batch, mut found, mut most) = (Vec::with_capacity(BATCH), 0, None);
+        let (mut batch, mut found, mut tried, mut most) = (Vec::with_capacity(BATCH), 0, 0, None);
         let result = find(&mut |item| {
             batch.push(item);
             found += 1;
             if batch.len() == BATCH {
                 queue.put(mem::replace(&mut batch, Vec::with_capacity(BATCH)));
             }
-            let helpers_due = found / MIN_PER_THREAD;
-            if helpers_due > helpers.len() && helpers.len() + 1 < *most.get_or_insert_with(threads) {
+            // Counted by tries: a thread that cannot be started is not asked for again and again.
+            if found / MIN_PER_THREAD > tried && tried + 1 < *most.get_or_insert_with(threads) {
+                tried += 1;
                 helpers.extend(thread::Builder::new().spawn_scoped(scope, work).ok());
             }
         });
