@@ -302,6 +302,40 @@ fn every_kind_of_file_is_named_as_ldconfig_names_it() {
 }
 
 #[test]
+fn a_directory_read_on_several_threads_is_listed_as_ldconfig_lists_it() {
+    let scratch = Scratch::new("many");
+    let (dir, build) = (scratch.dir("lib"), scratch.dir("build"));
+    // One gcc-built library; each copy gets its own soname in place of the digits.
+    let template_path = build.join("libmany.so");
+    build_library(&template_path, Some("libmany-000000.so.1"), X86_64, &[]);
+    let template = fs::read(&template_path).unwrap();
+    let digits: Vec<usize> =
+        template.windows(6).enumerate().filter(|(_, w)| w == b"000000").map(|(at, _)| at).collect();
+    assert_eq!(digits.len(), 1, "the soname's digits occur once in the template");
+    let link = |name: &str, target: &str| symlink(target, dir.join(name)).unwrap();
+    for index in 0..400 {
+        let number = format!("{index:06}");
+        let mut library = template.clone();
+        library[digits[0]..digits[0] + 6].copy_from_slice(number.as_bytes());
+        let file = format!("libmany-{number}.so.1.0");
+        fs::write(dir.join(&file), library).unwrap();
+        link(&format!("libmany-{number}.so.1"), &file);
+        if index % 3 == 0 {
+            link(&format!("libmany-{number}.so"), &format!("libmany-{number}.so.1"));
+        }
+        if index % 5 == 0 {
+            link(&format!("libmany-alias-{number}.so.2"), &file);
+        }
+        if index % 7 == 0 {
+            link(&format!("libgone-{number}.so.1"), &format!("libgone-{number}.so.1.0"));
+        }
+    }
+    let (glibc, ours) = both_listings(&scratch, &[&dir]);
+    assert!(glibc.len() > 500, "too few entries: {}", glibc.len());
+    assert_same(&glibc, &ours);
+}
+
+#[test]
 fn where_no_soname_link_exists_the_entry_names_the_file_unlike_ldconfig_x() {
     let scratch = Scratch::new("nolink");
     let dir = scratch.dir("lib");

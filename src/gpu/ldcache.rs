@@ -17,6 +17,7 @@
 mod format;
 pub mod library;
 mod order;
+mod prefetch;
 mod scan;
 #[cfg(test)]
 mod tests;

@@ -52,13 +52,13 @@ pub struct Cache {
 /// Strings are not deduplicated across entries, except that a name which ends its path (the
 /// usual `DIR/NAME`) points into the path string: the loader only follows offsets.
 pub fn encode(entries: &[Entry], generator: &str) -> Result<Vec<u8>, String> {
-    let mut sorted = entries.to_vec();
-    order::sort(&mut sorted);
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by(|a, b| order::cache_order(a, b));
     let strings_start = HEADER_LEN + ENTRY_LEN * sorted.len();
     let mut table = Vec::with_capacity(HEADER_LEN + ENTRY_LEN * sorted.len() + 64 * sorted.len());
     table.resize(strings_start, 0);
     let mut records = Vec::with_capacity(sorted.len());
-    for entry in &sorted {
+    for &entry in &sorted {
         let (soname, path) = (entry.soname.as_bytes(), entry.path.as_os_str().as_bytes());
         if soname.is_empty() || soname.contains(&0) || path.contains(&0) {
             return Err(format!(

@@ -44,8 +44,12 @@ pub fn libcmp(left: &[u8], right: &[u8]) -> Ordering {
 /// were given in (ldconfig's order of discovery), which decides which one the loader finds
 /// first.
 pub fn sort(entries: &mut [Entry]) {
-    entries
-        .sort_by(|a, b| libcmp(b.soname.as_bytes(), a.soname.as_bytes()).then_with(|| b.flags.cmp(&a.flags)));
+    entries.sort_by(cache_order);
+}
+
+/// The order of [`sort`]: `Less` when `a` comes first.
+pub fn cache_order(a: &Entry, b: &Entry) -> Ordering {
+    libcmp(b.soname.as_bytes(), a.soname.as_bytes()).then_with(|| b.flags.cmp(&a.flags))
 }
 
 /// The byte at `index`, or the terminating NUL of the C string past the end.

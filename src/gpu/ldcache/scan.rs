@@ -21,15 +21,17 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, open, openat, readlinkat};
-use nix::sys::stat::Mode;
+use nix::dir::{Dir, Type};
+use nix::fcntl::{AtFlags, OFlag, open, openat, readlinkat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
 
 use super::library::{self, Library};
+use super::prefetch;
 use super::{Entry, order};
 
 /// The entries for `dirs`, in cache order. A directory listed twice (by any path) counts once,
@@ -65,10 +67,10 @@ fn cache_prefix(dir: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// A library found in one directory, under the name it will have in the cache.
-struct Candidate {
-    soname: Vec<u8>,
-    /// The file it was found as.
-    file_name: Vec<u8>,
+struct Candidate<'n> {
+    soname: &'n [u8],
+    /// The entry it was found as.
+    entry: usize,
     is_link: bool,
     flags: i32,
 }
@@ -76,35 +78,53 @@ struct Candidate {
 /// One directory's entries, in the order ldconfig adds them to its cache (the reverse of the
 /// order of discovery), which is the order that survives among names that compare equal.
 fn scan_dir(dir: &Path, prefix: &[u8], files: &mut Files) -> Result<Vec<Entry>, String> {
-    let (mut reader, names) = DirReader::open(dir, files)?;
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut by_soname: HashMap<Vec<u8>, usize> = HashMap::new();
-    for file_name in names {
-        let Some(Library { flags, soname }) = reader.library(&file_name, 0) else { continue };
-        let soname = soname.unwrap_or_else(|| file_name.clone());
-        let is_link = reader.is_link(&file_name) && names_itself(&file_name, &soname);
-        let soname = if is_link { file_name.clone() } else { soname };
-        let found = Candidate { soname, file_name, is_link, flags };
-        match by_soname.get(&found.soname) {
-            Some(&index) => prefer(&mut candidates[index], found),
-            None => {
-                by_soname.insert(found.soname.clone(), candidates.len());
-                candidates.push(found);
-            }
-        }
-    }
-    let entries = candidates.into_iter().rev().map(|candidate| {
-        let target =
-            if reader.is_library(&candidate.soname) { &candidate.soname } else { &candidate.file_name };
+    let (listing, reads) = Listing::read(dir)?;
+    let mut reader = DirReader::new(&listing, files);
+    reader.read_considered(reads);
+    let entries = candidates(&listing, &reader.libraries).into_iter().rev().map(|candidate| {
+        let target = if reader.is_library(candidate.soname) {
+            candidate.soname
+        } else {
+            &listing.names[candidate.entry]
+        };
         let path = [prefix, b"/", target].concat();
         Entry {
-            soname: OsString::from_vec(candidate.soname),
+            soname: OsStr::from_bytes(candidate.soname).to_os_string(),
             path: PathBuf::from(OsString::from_vec(path)),
             flags: candidate.flags,
             hwcap: 0,
         }
     });
     Ok(entries.collect())
+}
+
+/// The libraries of a directory, one per name, in the order of discovery: `libraries` holds
+/// what each entry of the listing was read as. Names are borrowed where they lie.
+fn candidates<'l>(listing: &'l Listing, libraries: &'l [Option<Option<Library>>]) -> Vec<Candidate<'l>> {
+    let names = &listing.names;
+    let mut candidates: Vec<Candidate> = Vec::with_capacity(listing.considered.len());
+    let mut by_soname: HashMap<&[u8], usize> = HashMap::with_capacity(listing.considered.len());
+    for &index in &listing.considered {
+        let Some(Some(library)) = &libraries[index] else { continue };
+        let file_name = names[index].as_slice();
+        let soname = library.soname.as_deref().unwrap_or(file_name);
+        let is_link = listing.kinds[index] == Kind::Link && names_itself(file_name, soname);
+        let soname = if is_link { file_name } else { soname };
+        let found = Candidate { soname, entry: index, is_link, flags: library.flags };
+        match by_soname.get(soname) {
+            Some(&kept) => prefer(&mut candidates[kept], found, names),
+            None => {
+                by_soname.insert(soname, candidates.len());
+                candidates.push(found);
+            }
+        }
+    }
+    candidates
+}
+
+/// Whether ldconfig looks at an entry: a file or link named like a library.
+fn is_considered(name: &[u8], kind: Kind) -> bool {
+    kind != Kind::Other && is_library_name(name) && !is_prelink_temporary(name)
 }
 
 /// glibc's `_dl_is_dso`: the names ldconfig looks at.
@@ -137,11 +157,77 @@ enum Kind {
     Other,
 }
 
-/// A directory entry: its kind, and once looked at, the library it is or leads to (None
-/// inside: ldconfig would skip it).
-struct Slot {
+/// A directory's entries as listed: names and kinds in the listing's order, and the open
+/// directory that names are opened relative to.
+struct Listing {
+    dir: PathBuf,
+    fd: OwnedFd,
+    names: Vec<Vec<u8>>,
+    kinds: Vec<Kind>,
+    /// The entries ldconfig considers (files and links named like a library), in order.
+    considered: Vec<usize>,
+}
+
+/// An entry ldconfig considers, on its way to be read while the listing goes on.
+struct Pending {
+    index: usize,
+    name: Vec<u8>,
     kind: Kind,
-    library: Option<Option<Library>>,
+}
+
+impl Listing {
+    /// Lists `dir`; the entries ldconfig considers are read meanwhile, on several threads
+    /// where there are enough of them to repay starting one. Returns the listing and those
+    /// reads, by the entry's place in the listing.
+    fn read(dir: &Path) -> Result<(Self, Vec<(usize, Read)>), String> {
+        let failed = |e: &dyn std::fmt::Display| format!("cannot list {}: {e}", dir.display());
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        let fd = open(dir, flags, Mode::empty()).map_err(|e| failed(&e))?;
+        // Listed through a second descriptor on this thread (a stream is not Sync); the first
+        // is shared with the threads that read.
+        let copy = fd.try_clone().map_err(|e| failed(&e))?;
+        let mut stream = Dir::from_fd(copy).map_err(|e| failed(&e))?;
+        let (mut names, mut kinds, mut considered) = (Vec::new(), Vec::new(), Vec::new());
+        let (listed, reads) = prefetch::while_finding(
+            |found| {
+                for item in stream.iter() {
+                    let item = item?;
+                    let name = item.file_name().to_bytes();
+                    if name == b"." || name == b".." {
+                        continue;
+                    }
+                    let (index, kind) = (names.len(), kind(fd.as_fd(), name, item.file_type()));
+                    if is_considered(name, kind) {
+                        considered.push(index);
+                        found(Pending { index, name: name.to_vec(), kind });
+                    }
+                    names.push(name.to_vec());
+                    kinds.push(kind);
+                }
+                Ok(())
+            },
+            |pending| (pending.index, read_entry(fd.as_fd(), &pending.name, pending.kind)),
+        );
+        listed.map_err(|e: nix::Error| failed(&e))?;
+        Ok((Listing { dir: dir.to_path_buf(), fd, names, kinds, considered }, reads))
+    }
+}
+
+/// The kind of an entry: as listed, or where the file system leaves that out, by `lstat`.
+fn kind(dir: BorrowedFd, name: &[u8], listed: Option<Type>) -> Kind {
+    let listed = listed.or_else(|| {
+        let stat = fstatat(dir, OsStr::from_bytes(name), AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+        match SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => Some(Type::File),
+            SFlag::S_IFLNK => Some(Type::Symlink),
+            _ => None,
+        }
+    });
+    match listed {
+        Some(Type::File) => Kind::File,
+        Some(Type::Symlink) => Kind::Link,
+        _ => Kind::Other,
+    }
 }
 
 /// The links the kernel follows before it gives up (ELOOP).
@@ -150,79 +236,102 @@ const MAX_LINKS: u8 = 40;
 /// Reads the libraries of one directory with as few system calls as it takes, since a
 /// directory may hold thousands: each file is opened by name relative to the directory and
 /// read once; a link to another entry of the directory costs one readlink and shares that
-/// entry's result. Other links are followed by path.
-struct DirReader<'a> {
-    dir: &'a Path,
-    fd: OwnedFd,
-    /// Every entry of the directory, by name.
-    entries: HashMap<Vec<u8>, Slot>,
-    files: &'a mut Files,
+/// entry's result. Other links are followed by path. What the reads found is kept by the
+/// entry's place in the listing.
+struct DirReader<'l, 'f> {
+    listing: &'l Listing,
+    /// Where each name is in the listing.
+    positions: HashMap<&'l [u8], usize>,
+    /// Each link's target, once read (None inside: unreadable).
+    targets: Vec<Option<Option<Vec<u8>>>>,
+    /// Each entry, once looked at: the library it is or leads to (None inside: ldconfig would
+    /// skip it).
+    libraries: Vec<Option<Option<Library>>>,
+    files: &'f mut Files,
 }
 
-impl<'a> DirReader<'a> {
-    /// Lists `dir`; also returns the names ldconfig considers, in the listing's order.
-    fn open(dir: &'a Path, files: &'a mut Files) -> Result<(Self, Vec<Vec<u8>>), String> {
-        let failed = |e: &dyn std::fmt::Display| format!("cannot list {}: {e}", dir.display());
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        let fd = open(dir, flags, Mode::empty()).map_err(|e| failed(&e))?;
-        let (mut entries, mut names) = (HashMap::new(), Vec::new());
-        for item in fs::read_dir(dir).map_err(|e| failed(&e))? {
-            let item = item.map_err(|e| failed(&e))?;
-            let name = item.file_name().into_vec();
-            let kind = match item.file_type() {
-                Ok(kind) if kind.is_file() => Kind::File,
-                Ok(kind) if kind.is_symlink() => Kind::Link,
-                _ => Kind::Other,
-            };
-            if kind != Kind::Other && is_library_name(&name) && !is_prelink_temporary(&name) {
-                names.push(name.clone());
-            }
-            entries.insert(name, Slot { kind, library: None });
+impl<'l, 'f> DirReader<'l, 'f> {
+    fn new(listing: &'l Listing, files: &'f mut Files) -> Self {
+        let positions = listing.names.iter().enumerate().map(|(index, name)| (name.as_slice(), index));
+        let count = listing.names.len();
+        DirReader {
+            listing,
+            positions: positions.collect(),
+            targets: vec![None; count],
+            libraries: vec![None; count],
+            files,
         }
-        Ok((DirReader { dir, fd, entries, files }, names))
     }
 
-    /// The library an entry is or leads to; None if ldconfig would skip it, or if there is no
-    /// such entry (the target of a dangling link).
-    fn library(&mut self, name: &[u8], links_followed: u8) -> Option<Library> {
-        let slot = self.entries.get(name)?;
-        if let Some(library) = &slot.library {
+    /// Takes what was read ahead (see [`Listing::read`]), then looks at every entry ldconfig
+    /// considers, following links and reading what was not read ahead.
+    fn read_considered(&mut self, reads: Vec<(usize, Read)>) {
+        for (index, read) in reads {
+            match read {
+                Read::Library(library) => self.libraries[index] = Some(library),
+                Read::Target(target) => self.targets[index] = Some(target),
+            }
+        }
+        for &index in &self.listing.considered {
+            self.library(index, 0);
+        }
+    }
+
+    /// The library entry `index` is or leads to; None if ldconfig would skip it.
+    fn library(&mut self, index: usize, links_followed: u8) -> Option<Library> {
+        if let Some(library) = &self.libraries[index] {
             return library.clone();
         }
-        let found = match slot.kind {
-            Kind::File => self.read_file(name),
-            Kind::Link => self.follow(name, links_followed),
+        let found = match self.listing.kinds[index] {
+            Kind::File => read_file(self.listing.fd.as_fd(), &self.listing.names[index]),
+            Kind::Link => self.follow(index, links_followed),
             Kind::Other => None,
         };
-        if let Some(slot) = self.entries.get_mut(name) {
-            slot.library = Some(found.clone());
-        }
+        self.libraries[index] = Some(found.clone());
         found
     }
 
-    fn is_link(&self, name: &[u8]) -> bool {
-        self.entries.get(name).is_some_and(|slot| slot.kind == Kind::Link)
-    }
-
-    /// Whether the entry was read as a library.
+    /// Whether the entry of this name was read as a library.
     fn is_library(&self, name: &[u8]) -> bool {
-        self.entries.get(name).is_some_and(|slot| matches!(slot.library, Some(Some(_))))
+        self.positions.get(name).is_some_and(|&index| matches!(self.libraries[index], Some(Some(_))))
     }
 
-    fn read_file(&self, name: &[u8]) -> Option<Library> {
-        // Without blocking: a FIFO put in place of the file since the listing must not stall us.
-        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-        let fd = openat(&self.fd, OsStr::from_bytes(name), flags, Mode::empty()).ok()?;
-        library::read(&File::from(fd))
-    }
-
-    fn follow(&mut self, name: &[u8], links_followed: u8) -> Option<Library> {
-        let target = readlinkat(&self.fd, OsStr::from_bytes(name)).ok()?.into_vec();
+    fn follow(&mut self, index: usize, links_followed: u8) -> Option<Library> {
+        let (listing, name) = (self.listing, &self.listing.names[index]);
+        let target = self.targets[index].get_or_insert_with(|| read_link(listing.fd.as_fd(), name));
+        let target = target.as_deref()?;
         if target.contains(&b'/') || links_followed >= MAX_LINKS {
-            return self.files.read(&self.dir.join(OsStr::from_bytes(name)));
+            return self.files.read(&listing.dir.join(OsStr::from_bytes(name)));
         }
-        self.library(&target, links_followed + 1)
+        // A target that is not in the listing: a dangling link.
+        let next = *self.positions.get(target)?;
+        self.library(next, links_followed + 1)
     }
+}
+
+/// What was read ahead of an entry: a file's library, or a link's target.
+enum Read {
+    Library(Option<Library>),
+    Target(Option<Vec<u8>>),
+}
+
+fn read_entry(dir: BorrowedFd, name: &[u8], kind: Kind) -> Read {
+    match kind {
+        Kind::File => Read::Library(read_file(dir, name)),
+        Kind::Link => Read::Target(read_link(dir, name)),
+        Kind::Other => Read::Library(None),
+    }
+}
+
+fn read_file(dir: BorrowedFd, name: &[u8]) -> Option<Library> {
+    // Without blocking: a FIFO put in place of the file since the listing must not stall us.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = openat(dir, OsStr::from_bytes(name), flags, Mode::empty()).ok()?;
+    library::read(&File::from(fd))
+}
+
+fn read_link(dir: BorrowedFd, name: &[u8]) -> Option<Vec<u8>> {
+    readlinkat(dir, OsStr::from_bytes(name)).ok().map(OsStringExt::into_vec)
 }
 
 /// What was read from files reached by a path out of their directory, by device and inode: a
@@ -246,12 +355,12 @@ impl Files {
 
 /// A second library of the same name in the same directory replaces the first when it is a
 /// file and the first a link, or when both are alike and its file name sorts higher.
-fn prefer(kept: &mut Candidate, found: Candidate) {
+fn prefer<'n>(kept: &mut Candidate<'n>, found: Candidate<'n>, names: &[Vec<u8>]) {
     let newer = (!found.is_link && kept.is_link)
-        || (found.is_link == kept.is_link && order::libcmp(&kept.file_name, &found.file_name).is_lt());
+        || (found.is_link == kept.is_link && order::libcmp(&names[kept.entry], &names[found.entry]).is_lt());
     if newer {
         kept.flags = library::flags_after_replacing(kept.flags, found.flags);
-        kept.file_name = found.file_name;
+        kept.entry = found.entry;
         kept.is_link = found.is_link;
     }
 }

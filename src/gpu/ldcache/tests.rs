@@ -546,6 +546,82 @@ fn directories_count_once_in_order_and_must_be_absolute_and_readable() {
     assert!(scan(&[first.0.join("libfoo.so.1")]).unwrap_err().contains("not a directory"));
 }
 
+#[test]
+fn a_directory_large_enough_for_several_threads_follows_the_same_rules() {
+    let lib = Scratch::new("many");
+    let d = lib.0.display();
+    let template = library_with("libmany-000000.so.1");
+    let digits = memchr::memmem::find(&template, b"000000").expect("the template's soname");
+    let mut expected = Vec::new();
+    for index in 0..300 {
+        let number = format!("{index:06}");
+        let mut bytes = template.clone();
+        bytes[digits..digits + 6].copy_from_slice(number.as_bytes());
+        let (file, soname) = (format!("libmany-{number}.so.1.0"), format!("libmany-{number}.so.1"));
+        lib.write(&file, bytes);
+        lib.link(&soname, &file);
+        expected.push(entry(soname.as_bytes(), &format!("{d}/{soname}"), FLAGS_X86_64));
+        if index % 3 == 0 {
+            let linker = format!("libmany-{number}.so");
+            lib.link(&linker, &soname);
+            expected.push(entry(linker.as_bytes(), &format!("{d}/{linker}"), FLAGS_X86_64));
+        }
+        if index % 5 == 0 {
+            lib.link(&format!("libmany-alias-{number}.so.2"), &file);
+        }
+        if index % 7 == 0 {
+            lib.link(&format!("libgone-{number}.so.1"), &format!("libgone-{number}.so.1.0"));
+        }
+        if index % 11 == 0 {
+            lib.write(&format!("libscript-{number}.so"), b"/* GNU ld script */\n");
+        }
+    }
+    super::sort(&mut expected);
+    let entries = scan(std::slice::from_ref(&lib.0)).unwrap();
+    assert_eq!(listing(&entries), listing(&expected));
+}
+
+// --- reading on several threads ---
+
+#[test]
+fn items_are_read_on_helpers_while_still_being_found_and_each_once() {
+    let helpers_expected = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1);
+    let (read_one, first_read) = std::sync::mpsc::channel();
+    let (found_all, mut reads) = super::prefetch::while_finding(
+        |found| {
+            for item in 0..1000 {
+                found(item);
+                if item == 500 && helpers_expected {
+                    // This thread reads only once finding is over: a read now is a helper's.
+                    let waited = first_read.recv_timeout(std::time::Duration::from_secs(10));
+                    waited.expect("a helper reads while items are still being found");
+                }
+            }
+            "found all"
+        },
+        |item| {
+            let _ = read_one.send(());
+            item * 2
+        },
+    );
+    assert_eq!(found_all, "found all");
+    reads.sort_unstable();
+    assert_eq!(reads, (0..1000).map(|item| item * 2).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_few_items_are_read_on_the_finding_thread() {
+    let here = std::thread::current().id();
+    let ((), reads) = super::prefetch::while_finding(
+        |found| (0..10).for_each(&mut *found),
+        |item| (item, std::thread::current().id()),
+    );
+    let mut items: Vec<usize> = reads.iter().map(|&(item, _)| item).collect();
+    items.sort_unstable();
+    assert_eq!(items, (0..10).collect::<Vec<_>>());
+    assert!(reads.iter().all(|&(_, thread)| thread == here), "ten items do not repay a thread");
+}
+
 // --- writing ---
 
 #[test]
