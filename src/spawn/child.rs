@@ -11,7 +11,7 @@
 //!
 //! The price is care: the child shares the init's memory while the init goes on, so it touches
 //! nothing but what was prepared for it (the [`Storage`], which the init keeps until the
-//! kernel reports the child gone from its memory) and makes its system calls directly, never
+//! child's exec or exit closes its end of a pipe) and makes its system calls directly, never
 //! through libc (whose wrappers set `errno`, which lives in the init's thread). It can never
 //! panic: it indexes nothing and allocates nothing. Privileges are dropped the same raw way,
 //! which also keeps glibc from applying the change to every thread of the process.

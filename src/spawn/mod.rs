@@ -2,8 +2,10 @@
 //!
 //! `tokio::process` and std's `Command` are not used: tokio's own waiting races the init's
 //! single reaper (crates.md §1.4), and both fork a copy of the init per start (see [`child`]
-//! for what that costs with many services and how it is avoided). The child, in this order:
-//! gets a descriptor table of its own, resets signal handlers, gets a process group of its own
+//! for what that costs with many services and how it is avoided). The child, with a copy of
+//! the init's descriptor table (everything the init opens is close-on-exec, so only what is
+//! put on 0, 1 and 2, and the main process's inheritance, survives its exec), in this order:
+//! resets signal handlers, gets a process group of its own
 //! (a new session for services, so a service can never touch the container's terminal; the
 //! main process stays in the init's session so it can be handed the terminal's foreground),
 //! the terminal (when asked), its stdin, stdout and stderr, its working directory, then drops
