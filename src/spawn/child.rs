@@ -90,35 +90,46 @@ impl Stack {
         let base = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                STACK_BYTES,
+                GUARD_BYTES + STACK_BYTES,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
                 -1,
                 0,
             )
         };
-        if base == libc::MAP_FAILED { Err(io::Error::last_os_error()) } else { Ok(Self { base }) }
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = Self { base };
+        // A guard page below the stack: an overflow faults instead of writing into the init.
+        // SAFETY: the lowest page of the mapping just made.
+        if unsafe { libc::mprotect(base, GUARD_BYTES, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
     }
 
     /// Where the stack starts: its end, as stacks grow down (page-aligned, so 16-byte aligned).
     fn top(&self) -> *mut c_void {
-        self.base.wrapping_byte_add(STACK_BYTES)
+        self.base.wrapping_byte_add(GUARD_BYTES + STACK_BYTES)
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `map`, unmapped once, after the child stopped using it.
-        unsafe { libc::munmap(self.base, STACK_BYTES) };
+        unsafe { libc::munmap(self.base, GUARD_BYTES + STACK_BYTES) };
     }
 }
 
 // SAFETY: the raw pointers point into `job` and `stack`, owned by the same Storage, which only
-// moves (boxed) into the task that frees it.
+// moves (boxed) into the pending list, behind its mutex.
 unsafe impl Send for Storage {}
 
 /// The child's stack: it runs a handful of system calls.
 const STACK_BYTES: usize = 64 * 1024;
+/// One page, inaccessible, below the stack.
+const GUARD_BYTES: usize = 4096;
 
 /// /dev/null, opened once: the child's stdin, or its output when discarded.
 fn null() -> io::Result<RawFd> {
