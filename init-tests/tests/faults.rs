@@ -306,11 +306,7 @@ fn a_stalled_stdout_holds_services_back_without_loss_and_the_init_keeps_working(
     assert!(rss_kb(host) < 8 * 1024, "memory bounded while stdout is stalled");
 
     // The reader resumes: everything arrives, in order, and the flood finishes.
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).expect("the init's stdout is text");
-        text
-    });
+    let reader = read_all_in_thread(stdout);
     init.wait_for_node("flood", "completed", |n| n["state"] == "completed");
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
@@ -353,11 +349,7 @@ fn a_stalled_stdout_still_lets_another_services_ready_line_through() {
     assert_eq!(init.node("db")["state"], "ready");
     wait_blocked_writing(flood_host);
 
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).expect("the init's stdout is text");
-        text
-    });
+    let reader = read_all_in_thread(stdout);
     init.wait_for_node("flood", "completed", |n| n["state"] == "completed");
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
@@ -753,4 +745,14 @@ fn a_corrupted_driver_library_gets_a_verdict_and_the_init_survives() {
     assert_eq!(init.node("idle")["state"], "running", "the rest goes on");
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
+}
+
+/// Reads the init's stdout to its end on a thread of its own (the init's output may stall
+/// until someone reads it); join for the text.
+fn read_all_in_thread(mut stdout: std::process::ChildStdout) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).expect("the init's stdout is text");
+        text
+    })
 }
