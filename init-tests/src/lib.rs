@@ -23,6 +23,16 @@ pub mod recorded;
 /// The default bound for any wait in a test.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// Checks `done` every 10 ms until it holds; fails the test with `why()` after [`PATIENCE`].
+/// For what has no event to wait on (the contents of /proc, a count of lines).
+pub fn eventually(mut done: impl FnMut() -> bool, mut why: impl FnMut() -> String) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", why());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// The init binary under test: `$NIX2GPU_INIT_BIN`, set by `cargo xtask test` to the static
 /// release build.
 pub fn init_binary() -> PathBuf {

@@ -12,7 +12,9 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use init_tests::{Init, Launch, PATIENCE, config_file, cpu_ticks, open_fds, rss_kb, zombie_children};
+use init_tests::{
+    Init, Launch, PATIENCE, config_file, cpu_ticks, eventually, open_fds, rss_kb, zombie_children,
+};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -286,7 +288,7 @@ fn flood_config() -> init_tests::TempConfig {
 #[test]
 fn a_stalled_stdout_holds_services_back_without_loss_and_the_init_keeps_working() {
     let config = flood_config();
-    let (mut init, mut stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
+    let (mut init, stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
     // Nobody reads the init's stdout: the flood fills it, the init's buffer, and its own pipe.
     let flood = init.wait_for_node("flood", "running", |n| n["state"] == "running");
     let flood_host = init.host_pid_of(flood["pid"].as_i64().unwrap());
@@ -338,7 +340,7 @@ fn a_stalled_stdout_still_lets_another_services_ready_line_through() {
     depends_on: {{db: {{condition: process_log_ready}}}}
 "
     ));
-    let (mut init, mut stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
+    let (mut init, stdout) = Launch::new(&["--config", config.path()]).start_holding_stdout();
     let flood = init.wait_for_node("flood", "running", |n| n["state"] == "running");
     let flood_host = init.host_pid_of(flood["pid"].as_i64().unwrap());
     init.wait_for_node("db", "started", |n| n["pid"].is_i64());
@@ -508,11 +510,10 @@ fn deleted_control_and_notify_sockets_are_bound_again_at_once() {
     init.wait_for_line("late: ready");
     // Deleted again: made again again.
     shell_inside(&init, "rm /run/nix2gpu/control.sock");
-    let deadline = Instant::now() + PATIENCE;
-    while init.output().iter().filter(|l| l.contains("control.sock bound again")).count() < 2 {
-        assert!(Instant::now() < deadline, "not bound a second time");
-        thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        || init.output().iter().filter(|l| l.contains("control.sock bound again")).count() >= 2,
+        || "not bound a second time".into(),
+    );
     assert_eq!(client_inside(&init, &["status"]).0, 0);
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
@@ -552,11 +553,7 @@ fn a_read_only_run_is_reported_clearly_and_services_still_run() {
         .find(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x001000\x00"));
     kill(Pid::from_raw(hello.expect("hello's sleep runs")), Signal::SIGKILL).unwrap();
     init.wait_for_line("hello: killed by SIGKILL");
-    let deadline = Instant::now() + PATIENCE;
-    while init.service_lines("hello").len() < 2 {
-        assert!(Instant::now() < deadline, "hello did not come back");
-        thread::sleep(Duration::from_millis(10));
-    }
+    eventually(|| init.service_lines("hello").len() >= 2, || "hello did not come back".into());
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
 }
@@ -588,11 +585,7 @@ fn abandoned_log_followers_are_let_go_at_once() {
     }
     let (code, _, stderr) = init.client(&["health"]);
     assert_eq!(code, 0, "health answers: {stderr}");
-    let deadline = Instant::now() + PATIENCE;
-    while open_fds(host).len() > baseline {
-        assert!(Instant::now() < deadline, "descriptors kept: {:?}", open_fds(host));
-        thread::sleep(Duration::from_millis(10));
-    }
+    eventually(|| open_fds(host).len() <= baseline, || format!("descriptors kept: {:?}", open_fds(host)));
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
 }
@@ -609,15 +602,10 @@ fn descriptors_used_up_cost_no_cpu_and_the_init_recovers() {
     let followers: Vec<_> = (0..16).map(|_| follower(&init)).collect();
     let queued: Vec<_> =
         (0..24).map(|_| std::os::unix::net::UnixStream::connect(init.socket()).unwrap()).collect();
-    let deadline = Instant::now() + PATIENCE;
-    while open_fds(host).len() < 32 {
-        assert!(
-            Instant::now() < deadline,
-            "the clients never took the init's descriptors: {:?}",
-            open_fds(host)
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        || open_fds(host).len() >= 32,
+        || format!("the clients never took the init's descriptors: {:?}", open_fds(host)),
+    );
     // Connections are still queued and every accept fails with EMFILE: one second of that.
     let ticks = cpu_ticks(host);
     thread::sleep(Duration::from_secs(1));

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use init_tests::{Launch, PATIENCE, alive, fixture, processes, zombie_children};
+use init_tests::{Launch, alive, eventually, fixture, processes, zombie_children};
 use nix::sys::signal::Signal;
 
 fn sh(script: &str) -> Launch {
@@ -90,11 +90,7 @@ fn orphans_are_reaped_as_a_subreaper() {
     init.wait_for_line("made");
     let me = init.host_pid();
     assert_eq!(processes()[&orphan].ppid, me, "the orphan was re-parented to the init");
-    let deadline = Instant::now() + PATIENCE;
-    while !zombie_children(me).is_empty() {
-        assert!(Instant::now() < deadline, "zombies left: {:?}", zombie_children(me));
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(|| zombie_children(me).is_empty(), || format!("zombies left: {:?}", zombie_children(me)));
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 143, "sh dies of the forwarded SIGTERM");
     assert!(!alive(orphan), "the leftover orphan was stopped before the init exited");

@@ -2,9 +2,7 @@
 //! the init hands the terminal's foreground to the shell, so Ctrl-C reaches the shell's job and
 //! not the init.
 
-use std::time::{Duration, Instant};
-
-use init_tests::{Launch, PATIENCE, find_process};
+use init_tests::{Launch, eventually, find_process};
 
 #[test]
 fn ctrl_c_reaches_the_shells_job_and_not_the_init() {
@@ -15,11 +13,10 @@ fn ctrl_c_reaches_the_shells_job_and_not_the_init() {
         .start_on_terminal();
     init.wait_for_line("main: started");
     terminal.type_text("sleep 101\n");
-    let deadline = Instant::now() + PATIENCE;
-    while find_process(&["sleep", "101"]).is_none() {
-        assert!(Instant::now() < deadline, "the shell never ran sleep; output: {:?}", init.output());
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    eventually(
+        || find_process(&["sleep", "101"]).is_some(),
+        || format!("the shell never ran sleep; output: {:?}", init.output()),
+    );
     terminal.type_text("\x03");
     // The shell survived the Ctrl-C and saw its job die of SIGINT (128 + 2). The quotes keep
     // the terminal's echo of the typed line from matching the output.
