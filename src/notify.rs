@@ -108,12 +108,8 @@ pub async fn serve(path: PathBuf, socket: UnixDatagram, sink: mpsc::Sender<Datag
                     Err(_would_block) => {}
                 }
             }
-            gone = fswatch::removed(removal.as_ref()) => {
+            () = fswatch::removed(removal.as_ref()) => {
                 removal = None;
-                if let Err(failure) = gone {
-                    warn!("cannot watch the notify socket {} any more: {failure}", path.display());
-                    continue;
-                }
                 warn!("the notify socket {} was deleted; binding it again", path.display());
                 match bind(&path).map(register) {
                     Ok(Some(again)) => {

@@ -485,7 +485,7 @@ fn node_inside(init: &Init, name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn deleted_control_and_notify_sockets_are_bound_again_at_once() {
+fn deleted_or_moved_control_and_notify_sockets_are_bound_again() {
     let notify = init_tests::fixture("notify.py");
     let config = config_file(&format!(
         "processes:
@@ -497,7 +497,9 @@ fn deleted_control_and_notify_sockets_are_bound_again_at_once() {
     let mut init = Launch::new(&["--config", config.path()]).socket("").start();
     init.wait_for_service_line("late", "waiting");
     assert_eq!(client_inside(&init, &["status"]).0, 0);
-    // A start-up script that cleans /run.
+    // A start-up script that cleans /run: the init waits until the directory is gone before
+    // it binds again, so the cleanup's rmdir does not fail on a new socket (shell_inside
+    // asserts that rm succeeded).
     shell_inside(&init, "rm -rf /run/nix2gpu /run/nix2gpu-notify.sock");
     init.wait_for_line("the control socket /run/nix2gpu/control.sock was deleted; binding it again");
     init.wait_for_line("control socket /run/nix2gpu/control.sock bound again");
@@ -508,15 +510,26 @@ fn deleted_control_and_notify_sockets_are_bound_again_at_once() {
     // The notify process sends to the path: its READY=1 reaches the new socket.
     kill(Pid::from_raw(init.host_pid_of(late["pid"].as_i64().unwrap())), Signal::SIGUSR1).unwrap();
     init.wait_for_line("late: ready");
-    // Deleted again: made again again.
+    fn bound_again(init: &mut Init, count: usize) {
+        eventually(
+            || init.output().iter().filter(|l| l.contains("control.sock bound again")).count() >= count,
+            || format!("not bound again {count} times"),
+        )
+    }
+    // The socket alone deleted.
     shell_inside(&init, "rm /run/nix2gpu/control.sock");
-    eventually(
-        || init.output().iter().filter(|l| l.contains("control.sock bound again")).count() >= 2,
-        || "not bound a second time".into(),
-    );
+    bound_again(&mut init, 2);
+    assert_eq!(client_inside(&init, &["status"]).0, 0);
+    // Its directory moved away: only the watch on /run sees that.
+    shell_inside(&init, "mv /run/nix2gpu /run/old-nix2gpu");
+    bound_again(&mut init, 3);
+    assert_eq!(client_inside(&init, &["status"]).0, 0);
+    // Other files coming and going in the same directories change nothing.
+    shell_inside(&init, "touch /run/nix2gpu/other /run/other && rm /run/nix2gpu/other /run/other");
     assert_eq!(client_inside(&init, &["status"]).0, 0);
     init.signal(Signal::SIGTERM);
     assert_eq!(init.wait_exit(), 0);
+    assert_eq!(init.output().iter().filter(|l| l.contains("control.sock bound again")).count(), 3);
 }
 
 #[test]

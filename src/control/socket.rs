@@ -92,12 +92,7 @@ pub async fn serve(path: PathBuf, listener: UnixListener, control: ControlHandle
                     tokio::time::sleep(ACCEPT_PAUSE).await;
                 }
             },
-            gone = fswatch::removed(removal.as_ref()) => {
-                if let Err(error) = gone {
-                    warn!("cannot watch the control socket {} any more: {error}", path.display());
-                    removal = None;
-                    continue;
-                }
+            () = fswatch::removed(removal.as_ref()) => {
                 warn!("the control socket {} was deleted; binding it again", path.display());
                 removal = None;
                 if let Some((again, watched)) = bind_again(&path) {
@@ -126,9 +121,8 @@ fn bind_again(path: &Path) -> Option<(UnixListener, Option<Removal>)> {
                 return None;
             }
         };
-        let removal = watch(path);
         if fs::symlink_metadata(path).is_ok() {
-            return Some((listener, removal));
+            return Some((listener, watch(path)));
         }
     }
     warn!("the control socket {} keeps being deleted; giving up on it", path.display());

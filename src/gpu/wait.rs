@@ -115,6 +115,12 @@ pub fn wait(
     mut progress: impl FnMut(&[String], Duration),
 ) -> Result<Found, String> {
     let started = Instant::now();
+    // Injected before the init started, as it nearly always is: no watch at all. Closing an
+    // inotify instance costs milliseconds (see crate::fswatch), more than the whole look.
+    let found = look(dirs, device);
+    if found.complete() || limit.is_zero() {
+        return Ok(found);
+    }
     let watcher =
         Watcher::new().map_err(|e| format!("cannot watch for the driver's files (inotify): {e}"))?;
     let mut next_progress = started + PROGRESS_EVERY;

@@ -80,13 +80,19 @@ impl Signals {
         Ok(Self { fd })
     }
 
-    /// Waits for the next signal.
+    /// Waits for the next signal. The kernel's directory notifications are not signals anyone
+    /// sent: they go to [`crate::fswatch`] and are not returned.
     pub async fn recv(&mut self) -> io::Result<Received> {
         loop {
             let mut guard = self.fd.readable_mut().await?;
             match guard.get_inner_mut().read_signal() {
                 Ok(Some(info)) => {
-                    return Ok(Received { signo: info.ssi_signo as i32, sender: info.ssi_pid as i32 });
+                    let signo = info.ssi_signo as i32;
+                    if crate::fswatch::is_notification(signo, info.ssi_code) {
+                        crate::fswatch::changed();
+                        continue;
+                    }
+                    return Ok(Received { signo, sender: info.ssi_pid as i32 });
                 }
                 Ok(None) => guard.clear_ready(),
                 Err(nix::errno::Errno::EINTR) => continue,

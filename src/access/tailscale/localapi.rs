@@ -7,6 +7,7 @@
 //! peer credentials, so nothing else is needed from a root client.
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,13 +17,14 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
-use nix::sys::inotify::AddWatchFlags;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use serde::de::DeserializeOwned;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UnixStream;
 use tokio::time::{Instant, timeout_at};
 
 use super::ipn::Notify;
-use crate::fswatch::Watcher;
 
 /// The Host every LocalAPI request carries.
 const HOST_NAME: &str = "local-tailscaled.sock";
@@ -167,6 +169,28 @@ fn take_line(pending: &mut BytesMut) -> Option<BytesMut> {
     let mut line = pending.split_to(end + 1);
     line.truncate(end);
     Some(line)
+}
+
+/// An inotify instance as tokio's `AsyncFd` wants it (nix's only offers `AsFd`). The tailscale
+/// node is a child of the init, not PID 1, and waits once: what closing an inotify instance
+/// costs (see [`crate::fswatch`]) does not matter here.
+struct Watcher(Inotify);
+
+impl AsRawFd for Watcher {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+impl Watcher {
+    /// A non-blocking, close-on-exec inotify instance registered with the event loop.
+    fn register() -> io::Result<AsyncFd<Watcher>> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        // SAFETY: the Watcher owns the inotify descriptor and never replaces or closes it, so
+        // the fd stays the same open file for the AsyncFd's whole life.
+        unsafe { AsyncFd::register_with_interest(Watcher(inotify), Interest::READABLE) }
+            .map_err(|e| e.into_parts().1)
+    }
 }
 
 /// Waits until something listens on `socket`, for at most `limit`: tries once, then again each
