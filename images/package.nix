@@ -38,7 +38,8 @@ rustPlatform.buildRustPackage {
     "--bin"
     "nix2gpu-init"
   ];
-  env.RUSTFLAGS = "-C target-feature=+crt-static";
+  # Not position-independent either, as there (see .cargo/config.toml).
+  env.RUSTFLAGS = "-C target-feature=+crt-static -C relocation-model=static";
   buildInputs = [ glibc.static ];
   nativeBuildInputs = [ file ];
 

@@ -106,9 +106,12 @@ fn parse_group_line(line: &str) -> Option<Group> {
 }
 
 /// The account with this uid in the passwd file at `path`, if the file and the entry exist.
+/// Only the first line that parses with that uid becomes an account: this runs at every boot.
 pub fn by_uid(path: &Path, uid: u32) -> Option<Account> {
     let text = fs::read_to_string(path).ok()?;
-    parse_passwd(&text).into_iter().find(|account| account.uid == uid)
+    text.lines()
+        .filter(|line| line.split(':').nth(2).and_then(|field| field.parse::<u32>().ok()) == Some(uid))
+        .find_map(parse_line)
 }
 
 #[cfg(test)]
@@ -123,6 +126,19 @@ mod tests {
         assert_eq!(accounts[0].home, "/root");
         assert_eq!(accounts[1].uid, 65534);
         assert_eq!(accounts[1].shell, "/usr/sbin/nologin");
+    }
+
+    #[test]
+    fn by_uid_finds_the_first_whole_entry_with_that_uid() {
+        let scratch = crate::testing::Scratch::new("passwd");
+        let passwd = scratch.write(
+            "passwd",
+            "root:x:0:0:root:/root:/bin/bash\nshort:x:1000:1000\nalice:x:1000:100::/home/alice:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",
+        );
+        assert_eq!(by_uid(&passwd, 1000).map(|a| a.name), Some("alice".to_string()));
+        assert_eq!(by_uid(&passwd, 0).map(|a| a.home), Some("/root".to_string()));
+        assert_eq!(by_uid(&passwd, 7), None);
+        assert_eq!(by_uid(&scratch.path("missing"), 0), None);
     }
 
     #[test]

@@ -186,13 +186,7 @@ fn run(configs: &[PathBuf], main: Vec<OsString>) -> i32 {
             .unwrap_or(0),
         shared_stdout: specs.iter().any(|spec| spec.main),
     };
-    let output = match Output::start(style) {
-        Ok(output) => output,
-        Err(failure) => {
-            error!("cannot start the output thread: {failure}");
-            return exit_code::INTERNAL;
-        }
-    };
+    let output = Output::new(style);
     // Logged once the output has its configured format (text or JSON).
     info!("platform: {platform}");
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {

@@ -52,6 +52,33 @@ fn signals_sent_to_the_init_reach_the_main_process() {
     assert!(!init.output().iter().any(|l| l.contains("got CHLD")), "SIGCHLD is never forwarded");
 }
 
+/// The signal mask in `field` (SigIgn, SigCgt, ...) of a /proc/PID/status text, as a list of
+/// signal numbers.
+fn signal_list(status: &str, field: &str) -> Vec<u32> {
+    let hex = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    let mask = u64::from_str_radix(hex.trim(), 16).unwrap();
+    (1..=64).filter(|signal| mask & (1 << (signal - 1)) != 0).collect()
+}
+
+#[test]
+fn children_start_with_default_signal_actions_and_the_init_catches_only_what_they_reset() {
+    // The main process shares the init's stdout: its lines come unprefixed.
+    let mut init = sh("grep -E '^SigIgn' /proc/self/status; echo listed; exec sleep 1000").start();
+    init.wait_for_line("listed");
+    let main = init.output().join("\n");
+    assert_eq!(signal_list(&main, "SigIgn"), Vec::<u32>::new(), "SIGPIPE is not left ignored: {main}");
+    // A child resets exactly these before it unblocks signals (spawn::child's HANDLED): no
+    // handler of the init may run in a child that still shares its memory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", init.host_pid())).unwrap();
+    let caught = signal_list(&status, "SigCgt");
+    assert!(caught.iter().all(|s| [7, 11, 32, 33].contains(s)), "the init catches {caught:?}");
+    init.signal(Signal::SIGTERM);
+    assert_eq!(init.wait_exit(), 143);
+}
+
 #[test]
 fn forwarding_to_the_process_group_is_a_setting() {
     let config = std::env::temp_dir().join(format!("nix2gpu-group-{}.yaml", std::process::id()));

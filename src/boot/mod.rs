@@ -56,11 +56,11 @@ fn ensure_dir(path: &Path, mode: u32, enforce: bool) -> io::Result<()> {
         // The umask narrowed the mode given to mkdir; set it exactly.
         Ok(()) => fs::set_permissions(path, Permissions::from_mode(mode)),
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            if !fs::metadata(path)?.is_dir() {
+            let metadata = fs::metadata(path)?;
+            if !metadata.is_dir() {
                 return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists and is not a directory"));
             }
-            let current = fs::metadata(path)?.permissions().mode() & 0o7777;
-            if enforce && current != mode {
+            if enforce && metadata.permissions().mode() & 0o7777 != mode {
                 fs::set_permissions(path, Permissions::from_mode(mode))?;
             }
             Ok(())
@@ -108,7 +108,8 @@ pub fn environment(
 /// variable without creating the directory).
 pub fn make_user_runtime_dir(env: &BTreeMap<OsString, OsString>) -> Option<Degraded> {
     let dir = PathBuf::from(env.get(OsStr::new("XDG_RUNTIME_DIR"))?);
-    fs::create_dir_all(&dir)
+    dir.parent()
+        .map_or(Ok(()), fs::create_dir_all)
         .and_then(|()| ensure_dir(&dir, 0o700, true))
         .err()
         .map(|error| Degraded { path: dir, error })

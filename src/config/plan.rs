@@ -127,7 +127,9 @@ pub(super) fn plan_trusting(
         issues.extend(process_issues);
         services.extend(service);
     }
-    services.extend(builtins.services(&this_binary()));
+    if !builtins.nodes.is_empty() {
+        services.extend(builtins.services(&this_binary()));
+    }
     if !issues.is_empty() {
         let errors = issues.into_iter().map(|issue| config.provenance.locate(issue)).collect();
         let files: Vec<PathBuf> = config.provenance.paths().map(Path::to_path_buf).collect();

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -48,24 +48,36 @@ enum Message {
 pub struct Output {
     sender: Sender<Message>,
     credit: Arc<Semaphore>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread, started by the first line: an init with nothing to say (a quiet log
+/// level and a main process that writes to stdout itself) never pays for a thread, which
+/// took a sixth of `INIT -- /bin/true`'s time to create and to take down at exit.
+struct Writer {
+    /// What the thread takes when it starts.
+    waiting: Mutex<Option<Receiver<Message>>>,
+    /// Whether the thread runs (`false`: it could not be started, and lines are written by
+    /// whoever hands them over).
+    running: OnceLock<bool>,
+    style: Style,
 }
 
 static OUTPUT: OnceLock<Output> = OnceLock::new();
 static STYLE: OnceLock<Style> = OnceLock::new();
 
 impl Output {
-    /// Starts the writer thread and routes the init's own lines through it from now on.
-    pub fn start(style: Style) -> io::Result<Output> {
+    /// Routes the init's own lines through the writer from now on; the thread starts with the
+    /// first line.
+    pub fn new(style: Style) -> Output {
         let (sender, receiver) = mpsc::channel();
         let credit = Arc::new(Semaphore::new(BUFFER_BYTES / CREDIT_UNIT));
-        let thread_credit = Arc::clone(&credit);
-        std::thread::Builder::new()
-            .name("stdout".into())
-            .spawn(move || write_loop(receiver, &thread_credit, style))?;
-        let output = Output { sender, credit };
+        let writer =
+            Arc::new(Writer { waiting: Mutex::new(Some(receiver)), running: OnceLock::new(), style });
+        let output = Output { sender, credit, writer };
         let _ = STYLE.set(style);
         let _ = OUTPUT.set(output.clone());
-        Ok(output)
+        output
     }
 
     /// Queues a batch of service lines, waiting while the buffer is full.
@@ -75,7 +87,7 @@ impl Output {
         if let Ok(permit) = self.credit.acquire_many(units).await {
             permit.forget();
         }
-        let _ = self.sender.send(Message::Service(batch, units as usize));
+        self.deliver(Message::Service(batch, units as usize));
     }
 
     /// Queues a batch of service lines if the buffer has room for it now; gives it back if not.
@@ -83,16 +95,55 @@ impl Output {
         let units = credit_units(&batch);
         let Ok(permit) = self.credit.try_acquire_many(units) else { return Err(batch) };
         permit.forget();
-        let _ = self.sender.send(Message::Service(batch, units as usize));
+        self.deliver(Message::Service(batch, units as usize));
         Ok(())
     }
 
     /// Waits until everything queued so far has been written (at exit).
     pub fn flush(&self) {
+        if self.writer.running.get() != Some(&true) {
+            return;
+        }
         let (done, wait) = mpsc::channel();
         if self.sender.send(Message::Flush(done)).is_ok() {
             let _ = wait.recv();
         }
+    }
+
+    /// Hands `message` to the writer thread, starting it first if need be; without one, writes
+    /// it here and now.
+    fn deliver(&self, message: Message) {
+        if self.writer.start(&self.credit) {
+            let _ = self.sender.send(message);
+            return;
+        }
+        let mut buffer = Vec::new();
+        let units = format(&mut buffer, self.writer.style, message, &mut Vec::new());
+        let _ = write_all(&buffer, WRITE_CHUNK);
+        self.credit.add_permits(units);
+    }
+}
+
+impl Writer {
+    /// Starts the thread unless it was started (or failed to start) before; whether it runs.
+    fn start(&self, credit: &Arc<Semaphore>) -> bool {
+        *self.running.get_or_init(|| {
+            let Some(receiver) = self.waiting.lock().ok().and_then(|mut waiting| waiting.take()) else {
+                return false;
+            };
+            let (credit, style) = (Arc::clone(credit), self.style);
+            let started = std::thread::Builder::new()
+                .name("stdout".into())
+                .spawn(move || write_loop(receiver, &credit, style));
+            if let Err(failure) = &started {
+                // Said directly: this very line may be the one that needed the thread.
+                let text = format!("cannot start the output thread ({failure}); stdout is written in line");
+                let mut buffer = Vec::new();
+                format_init(&mut buffer, self.style, Level::ERROR, &text, SystemTime::now());
+                let _ = write_all(&buffer, WRITE_CHUNK);
+            }
+            started.is_ok()
+        })
     }
 }
 
@@ -108,9 +159,7 @@ fn credit_units(batch: &Batch) -> u32 {
 pub(super) fn init_line(level: Level, text: &str) {
     let now = SystemTime::now();
     match OUTPUT.get() {
-        Some(output) => {
-            let _ = output.sender.send(Message::Init(level, text.to_string(), now));
-        }
+        Some(output) => output.deliver(Message::Init(level, text.to_string(), now)),
         None => {
             let mut buffer = Vec::new();
             let style =

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::{root, run};
 
-/// Builds the binary and checks that it has no ELF interpreter (static or static-pie).
+/// Builds the binary and checks that `file` calls it statically linked.
 pub fn build() -> Result<PathBuf, String> {
     run(Command::new(env!("CARGO")).current_dir(root()).args(["build-static", "--quiet"]))?;
     let binary = root().join("target/x86_64-unknown-linux-gnu/release/nix2gpu-init");
