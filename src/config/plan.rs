@@ -421,6 +421,9 @@ fn with_pwd(mut env: Vec<(String, String)>, working_dir: Option<&Path>) -> Vec<(
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let dir = working_dir.map_or_else(|| cwd.clone(), |dir| cwd.join(dir));
+    // Exactly one more: the list lives as long as the service, and a push into an empty list
+    // reserves four entries (192 bytes per service, mostly unused).
+    env.reserve_exact(1);
     env.push(("PWD".into(), dir.to_string_lossy().into_owned()));
     env
 }

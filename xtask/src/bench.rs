@@ -48,7 +48,8 @@ const SUPERVISOR_DIR: &str = "target/bench/supervisor";
 /// Heading of the ld.so.cache part of the report.
 const LDCACHE_HEADING: &str = "# ld.so.cache";
 
-/// `cargo xtask bench [elf|ldcache|gpu|soak]`: everything but the soak, or one part alone. In
+/// `cargo xtask bench [pid1|supervisor|elf|ldcache|gpu|soak]`: everything but the soak, or one
+/// part alone. In
 /// the copies of itself that the bench starts in private mount namespaces, measures only what
 /// that copy is for (see `isolated` and `ldcache`).
 pub fn run(only: Option<&str>) -> Result<(), String> {
@@ -63,11 +64,23 @@ pub fn run(only: Option<&str>) -> Result<(), String> {
     }
     match only {
         None => run_all(),
+        Some("pid1") => run_part(report::HEADING, |ours| {
+            let facts = report::Machine::read()?;
+            let contenders = contenders::all(ours.to_path_buf())?;
+            let storm = measure::build_orphan_storm()?;
+            let results = measure_all(&contenders, ours, &storm)?;
+            Ok(report::render(&facts, &contenders, &results))
+        }),
+        Some("supervisor") => run_part(services_report::HEADING, |ours| {
+            measure_supervisors(&supervisors::all(ours.to_path_buf())?, ours)
+        }),
         Some("elf") => run_part(elf::HEADING, |ours| Ok(elf::render(&elf::measure(ours)?))),
         Some("ldcache") => run_part(LDCACHE_HEADING, |ours| Ok(ldcache::render(&ldcache::measure(ours)?))),
         Some("gpu") => run_part(gpu::HEADING, |ours| Ok(gpu::render(&gpu::measure(ours)?))),
         Some("soak") => run_part(soak::HEADING, |ours| Ok(soak::render(&soak::measure(ours)?))),
-        Some(other) => Err(format!("unknown benchmark `{other}` (there are: elf, ldcache, gpu, soak)")),
+        Some(other) => {
+            Err(format!("unknown benchmark `{other}` (there are: pid1, supervisor, elf, ldcache, gpu, soak)"))
+        }
     }
 }
 
@@ -108,12 +121,12 @@ fn write_report(text: &str) -> Result<(), String> {
 /// `report` with the part under `heading` (up to the next top-level heading) replaced by
 /// `section`, or with `section` appended if it has no such part.
 fn replace_section(report: &str, heading: &str, section: &str) -> String {
-    let Some(start) = report.find(&format!("\n{heading}\n")).map(|at| at + 1) else {
+    let first = report.starts_with(&format!("{heading}\n")).then_some(0);
+    let Some(start) = first.or_else(|| report.find(&format!("\n{heading}\n")).map(|at| at + 1)) else {
         return if report.is_empty() { section.to_string() } else { format!("{report}\n{section}") };
     };
-    let end = report[start + heading.len()..]
-        .find("\n# ")
-        .map_or(report.len(), |at| start + heading.len() + at + 1);
+    let end =
+        report[start + heading.len()..].find("\n# ").map_or(report.len(), |at| start + heading.len() + at);
     format!("{}{section}{}", &report[..start], &report[end..])
 }
 
@@ -147,4 +160,36 @@ fn measure_supervisors(supervisors: &[Supervisor], ours: &Path) -> Result<String
     eprintln!("bench: log throughput, {} bytes, {} runs per reader", log_rate::LOG_BYTES, log_rate::LOG_RUNS);
     let log = log_rate::measure(ours, &dir)?;
     Ok(services_report::render(supervisors, &runs, &idle, &log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_section;
+
+    const REPORT: &str = "# Benchmarks\n\nold pid1\n\n# Supervisor\n\nold sup\n\n# Soak\n\nold soak\n";
+
+    #[test]
+    fn a_part_is_replaced_in_place_first_middle_or_last() {
+        assert_eq!(
+            replace_section(REPORT, "# Benchmarks", "# Benchmarks\n\nnew\n"),
+            "# Benchmarks\n\nnew\n\n# Supervisor\n\nold sup\n\n# Soak\n\nold soak\n"
+        );
+        assert_eq!(
+            replace_section(REPORT, "# Supervisor", "# Supervisor\n\nnew\n"),
+            "# Benchmarks\n\nold pid1\n\n# Supervisor\n\nnew\n\n# Soak\n\nold soak\n"
+        );
+        assert_eq!(
+            replace_section(REPORT, "# Soak", "# Soak\n\nnew\n"),
+            "# Benchmarks\n\nold pid1\n\n# Supervisor\n\nold sup\n\n# Soak\n\nnew\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_part_is_appended() {
+        assert_eq!(replace_section("", "# GPU node", "# GPU node\n"), "# GPU node\n");
+        assert_eq!(
+            replace_section("# Benchmarks\n", "# GPU node", "# GPU node\n"),
+            "# Benchmarks\n\n# GPU node\n"
+        );
+    }
 }

@@ -24,6 +24,9 @@ cargo xtask <task>
                  supervisord, s6-svscan and a shell floor; set-interpreter against
                  patchelf; ldcache against ldconfig; the gpu node against nix2gpu's
                  shell steps; writes BENCHMARKS.md
+  bench pid1     only the PID-1 part (against tini, catatonit, dumb-init): replaces its part
+  bench supervisor
+                 only the supervisor part (against supervisord, s6, a shell): replaces its part
   bench elf      only set-interpreter against patchelf: replaces its part of BENCHMARKS.md
   bench ldcache  only ldcache against ldconfig: replaces its part of BENCHMARKS.md
   bench gpu      only the gpu node against nix2gpu's shell steps: replaces its part

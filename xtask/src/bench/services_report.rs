@@ -20,6 +20,9 @@ const LOG_MIN_FRACTION: f64 = 0.5;
 /// The count the SIGTERM target and the table's ratio are read at.
 const STOP_COUNT: usize = 100;
 
+/// The heading of the supervisor part.
+pub const HEADING: &str = "# Supervisor";
+
 /// The whole supervisor part as markdown.
 pub fn render(
     supervisors: &[Supervisor],
@@ -50,7 +53,7 @@ fn intro(supervisors: &[Supervisor]) -> String {
         ]);
     }
     format!(
-        "# Supervisor\n\n\
+        "{HEADING}\n\n\
          nix2gpu-init supervising N services, `{SERVICE}` each, against supervisord, s6-svscan and \
          a plain `sh` script that starts the same N processes in the background and waits (the \
          floor: fork and exec, nothing else). Each runs as PID 1 of fresh namespaces exactly like \
