@@ -44,7 +44,20 @@ const PATH_MAX: usize = 4096;
 
 /// The interpreter a dynamically linked ELF file asks for; `None` for a static one.
 pub fn read_interpreter(bytes: &[u8]) -> Result<Option<String>> {
-    let image = Image::parse(&bytes)?;
+    interpreter(&bytes)
+}
+
+/// The interpreter of the ELF file at `file`, read from its headers only (an executable may be
+/// many megabytes); `None` for a static one. Errors name the file.
+pub fn file_interpreter(file: &Path) -> Result<Option<String>> {
+    let input = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let metadata = input.metadata().map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
+    interpreter(&FileSource { file: &input, size: metadata.len() })
+        .map_err(|e| format!("{}: {e}", file.display()))
+}
+
+fn interpreter(source: &dyn Source) -> Result<Option<String>> {
+    let image = Image::parse(source)?;
     Ok(image.interpreter()?.map(|path| String::from_utf8_lossy(&path).into_owned()))
 }
 

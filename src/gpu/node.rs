@@ -286,7 +286,7 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<Result<Runnab
             error: Some(error),
         }));
     };
-    let interpreter = fs::read(&injected).ok().and_then(|bytes| elf::read_interpreter(&bytes).ok().flatten());
+    let interpreter = elf::file_interpreter(&injected).ok().flatten();
     let (path, rewritten) =
         if interpreter.as_deref().map(Path::new) == Some(loader.as_path()) && loader.exists() {
             (injected.clone(), false)

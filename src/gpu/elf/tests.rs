@@ -97,7 +97,14 @@ fn reads_the_interpreter_of_pie_and_non_pie_programs() {
         let program = scratch.compile("hello.c", "hello", flags);
         let interpreter = read_interpreter(&fs::read(&program).unwrap()).unwrap();
         assert_eq!(interpreter.as_deref(), Some(SYSTEM_LOADER), "{flags:?}");
+        assert_eq!(file_interpreter(&program).unwrap(), interpreter, "from the headers only");
     }
+    let program = fs::read(scratch.compile("hello.c", "hello", &[])).unwrap();
+    let truncated = scratch.0.join("truncated");
+    fs::write(&truncated, &program[..100]).unwrap();
+    let error = file_interpreter(&truncated).unwrap_err();
+    assert!(error.starts_with(&format!("{}: ", truncated.display())), "{error}");
+    assert!(file_interpreter(&scratch.0.join("missing")).unwrap_err().contains("cannot open"));
 }
 
 #[test]
