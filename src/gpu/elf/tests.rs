@@ -145,6 +145,19 @@ fn a_longer_path_gets_a_new_load_segment_and_the_program_runs() {
 }
 
 #[test]
+fn a_temporary_file_left_by_a_run_with_our_pid_is_replaced() {
+    let scratch = Scratch::new("elf-leftover");
+    let program = scratch.compile("hello.c", "hello", &["-no-pie"]);
+    let leftover = scratch.path(&format!(".hello.set-interpreter-{}", std::process::id()));
+    fs::write(&leftover, "half of an earlier rewrite").unwrap();
+    let loader = scratch.long_loader();
+    assert_eq!(set(&program, &loader, None), Outcome::Written);
+    assert_eq!(readelf_interpreter(&program), loader);
+    assert_eq!(run(&program), "hello from the ELF fixture\n");
+    assert!(!leftover.exists(), "renamed over the program");
+}
+
+#[test]
 fn rewriting_twice_changes_nothing_and_a_third_path_grows_the_added_segment() {
     let scratch = Scratch::new("elf-again");
     let long = scratch.long_loader();
