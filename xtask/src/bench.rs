@@ -114,7 +114,9 @@ fn replace_section(report: &str, heading: &str, section: &str) -> String {
     let end = report[start + heading.len()..]
         .find("\n# ")
         .map_or(report.len(), |at| start + heading.len() + at + 1);
-    format!("{}{section}{}", &report[..start], &report[end..])
+    // Parts are set apart by a blank line, as a whole run writes them.
+    let separator = if end < report.len() { "\n" } else { "" };
+    format!("{}{section}{separator}{}", &report[..start], &report[end..])
 }
 
 /// Runs the four measurements in turn, saying on stderr what it is doing (the slow parts take
@@ -147,4 +149,16 @@ fn measure_supervisors(supervisors: &[Supervisor], ours: &Path) -> Result<String
     eprintln!("bench: log throughput, {} bytes, {} runs per reader", log_rate::LOG_BYTES, log_rate::LOG_RUNS);
     let log = log_rate::measure(ours, &dir)?;
     Ok(services_report::render(supervisors, &runs, &idle, &log))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_part_is_replaced_up_to_the_next_and_set_apart_by_a_blank_line() {
+        let report = "# A\n\na\n\n# B\n\nb\n\n# C\n\nc\n";
+        let replaced = super::replace_section(report, "# B", "# B\n\nnew\n");
+        assert_eq!(replaced, "# A\n\na\n\n# B\n\nnew\n\n# C\n\nc\n");
+        let last = super::replace_section(report, "# C", "# C\n\nnew\n");
+        assert_eq!(last, "# A\n\na\n\n# B\n\nb\n\n# C\n\nnew\n");
+    }
 }
