@@ -168,3 +168,43 @@ fn a_gpu_not_requested_is_skipped_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
     assert_eq!(init.status()["gpu"]["verdict"], "not_requested");
 }
+
+/// Builds, in `dir`, a fake libnvidia-ml.so.1 (fixtures/fake-nvml.c: its nvmlInit_v2 crashes)
+/// that needs `libn2g-dep.so.1`, and that library in `dep_dir`.
+fn fake_nvml_with_a_dependency(dir: &Path, dep_dir: &Path) {
+    fs::create_dir_all(dir).unwrap();
+    fs::create_dir_all(dep_dir).unwrap();
+    let source = dep_dir.join("dep.c");
+    fs::write(&source, "int n2g_dep(void) { return 1; }\n").unwrap();
+    let gcc = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("gcc").args(["-shared", "-fPIC"]).args(args).status().unwrap();
+        assert!(status.success(), "gcc {args:?}");
+    };
+    let dep = dep_dir.join("libn2g-dep.so.1");
+    gcc(&["-Wl,-soname,libn2g-dep.so.1".as_ref(), "-o".as_ref(), dep.as_os_str(), source.as_os_str()]);
+    fs::remove_file(&source).unwrap();
+    let nvml = dir.join("libnvidia-ml.so.1");
+    let fixture = init_tests::fixture("fake-nvml.c");
+    gcc(&["-o".as_ref(), nvml.as_os_str(), fixture.as_ref(), "-Wl,--no-as-needed".as_ref(), dep.as_os_str()]);
+}
+
+#[test]
+fn nvml_whose_dependencies_only_the_new_cache_finds_is_probed_after_it() {
+    let (mut init, _config) = gpu_init(WITH_DEPENDENT, "all");
+    init.wait_for_line("waiting up to 20s for the NVIDIA driver");
+    // libnvidia-ml's dependency lies in a directory only the loader configuration names, so
+    // the probe's child can load NVML only once the node's cache lists it.
+    let scratch = std::env::temp_dir().join(format!("nix2gpu-gpu-node-dep-{}", std::process::id()));
+    fake_nvml_with_a_dependency(&scratch, &inside(&init, "/usr/local/n2g-dep"));
+    fs::write(inside(&init, "/etc/ld.so.conf.d/n2g-dep.conf"), "/usr/local/n2g-dep\n").unwrap();
+    let libs = inside(&init, "/usr/local/nvidia/lib64");
+    fs::copy(scratch.join("libnvidia-ml.so.1"), libs.join("libcuda.so.1")).unwrap();
+    fs::copy(scratch.join("libnvidia-ml.so.1"), libs.join("libnvidia-ml.so.1")).unwrap();
+    fs::remove_dir_all(&scratch).unwrap();
+    fs::write(inside(&init, "/dev/nvidiactl"), "").unwrap();
+    init.wait_for_line("gpu: exited with code 0");
+    let gpu = &init.status()["gpu"];
+    // Loaded (its nvmlInit_v2 crashed), not "cannot load the library".
+    assert_eq!(gpu["probe"]["nvml_error"]["kind"], "crashed", "{gpu}");
+    assert_eq!(gpu["verdict"], "driver_not_answering", "{gpu}");
+}

@@ -28,10 +28,7 @@ pub fn set_interpreter(file: &Path, interpreter: &str, runpath: Option<&str>, ou
 
 /// Prints the interpreter; 1 with the reason on stderr for a static or unreadable file.
 pub fn print_interpreter(file: &Path) -> i32 {
-    let interpreter = std::fs::read(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))
-        .and_then(|bytes| elf::read_interpreter(&bytes).map_err(|e| format!("{}: {e}", file.display())));
-    match interpreter {
+    match elf::file_interpreter(file) {
         Ok(Some(path)) => {
             println!("{path}");
             0

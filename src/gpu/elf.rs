@@ -44,7 +44,26 @@ const PATH_MAX: usize = 4096;
 
 /// The interpreter a dynamically linked ELF file asks for; `None` for a static one.
 pub fn read_interpreter(bytes: &[u8]) -> Result<Option<String>> {
-    let image = Image::parse(&bytes)?;
+    interpreter(&bytes)
+}
+
+/// The interpreter of the ELF file at `file`, read from its headers only (an executable may be
+/// many megabytes); `None` for a static one. Errors name the file.
+pub fn file_interpreter(file: &Path) -> Result<Option<String>> {
+    let (input, size) = open(file)?;
+    let source = FileSource::new(&input, size).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    interpreter(&source).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// `file` opened for reading, and its size.
+fn open(file: &Path) -> Result<(File, u64)> {
+    let input = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
+    let metadata = input.metadata().map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
+    Ok((input, metadata.len()))
+}
+
+fn interpreter(source: &dyn Source) -> Result<Option<String>> {
+    let image = Image::parse(source)?;
     Ok(image.interpreter()?.map(|path| String::from_utf8_lossy(&path).into_owned()))
 }
 
@@ -86,7 +105,8 @@ pub fn set_interpreter(
 ) -> Result<Outcome> {
     let input = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
     let metadata = input.metadata().map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
-    let source = FileSource { file: &input, size: metadata.len() };
+    let source = FileSource::new(&input, metadata.len())
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     let patch = plan(&source, interpreter, runpath).map_err(|e| format!("{}: {e}", file.display()))?;
     let target = match output {
         None if patch.is_empty() => return Ok(Outcome::AlreadySet),
@@ -94,7 +114,7 @@ pub fn set_interpreter(
         Some(output) if holds_result(output, &source, &patch) => return Ok(Outcome::AlreadySet),
         Some(output) => output.to_path_buf(),
     };
-    write_patched(&input, &patch, &target, metadata.permissions().mode() & 0o7777)
+    write_patched(&input, metadata.len(), &patch, &target, metadata.permissions().mode() & 0o7777)
         .map_err(|e| format!("cannot write {}: {e}", target.display()))?;
     Ok(Outcome::Written)
 }
@@ -186,33 +206,71 @@ fn holds_result(path: &Path, source: &dyn Source, patch: &Patch) -> bool {
     true
 }
 
-/// Writes `input` with `patch` applied to a temporary file beside `target`, then renames it
-/// over `target`, so that a reader sees the old file or the new one, never a partial one.
-fn write_patched(input: &File, patch: &Patch, target: &Path, mode: u32) -> io::Result<()> {
+/// Writes `input` (`size` bytes) with `patch` applied to a temporary file beside `target`, then
+/// renames it over `target`, so that a reader sees the old file or the new one, never a
+/// partial one. A few system calls each: nvidia-smi is rewritten at every boot.
+fn write_patched(input: &File, size: u64, patch: &Patch, target: &Path, mode: u32) -> io::Result<()> {
     let name = target.file_name().ok_or_else(|| io::Error::other("the path names no file"))?;
     let mut temporary_name = std::ffi::OsString::from(".");
     temporary_name.push(name);
     temporary_name.push(format!(".set-interpreter-{}", std::process::id()));
     let temporary = target.with_file_name(temporary_name);
-    // A leftover of a run that died with our pid would make create_new fail forever.
-    let _ = fs::remove_file(&temporary);
-    let written =
-        OpenOptions::new().write(true).create_new(true).mode(mode).open(&temporary).and_then(|file| {
-            // Copied in the kernel (copy_file_range), from the start: `input` was only read with pread.
-            io::copy(&mut &*input, &mut &file)?;
+    let written = create_temporary(&temporary, mode).and_then(|file| {
+        copy_contents(input, &file, size)?;
+        // Writes past the input's end extend the file; only a patch that ends in a gap needs
+        // the length set (none does today: appended bytes end the file).
+        let written_end = patch.writes.iter().map(|(offset, bytes)| offset + bytes.len() as u64).max();
+        if written_end.unwrap_or(0).max(size) < patch.size {
             file.set_len(patch.size)?;
-            for (offset, bytes) in &patch.writes {
-                file.write_all_at(bytes, *offset)?;
-            }
-            // The umask may have narrowed the mode given to open.
-            file.set_permissions(Permissions::from_mode(mode))?;
-            file.sync_all()
-        });
+        }
+        for (offset, bytes) in &patch.writes {
+            file.write_all_at(bytes, *offset)?;
+        }
+        // The umask may have narrowed the mode given to open.
+        file.set_permissions(Permissions::from_mode(mode))?;
+        file.sync_all()
+    });
     let renamed = written.and_then(|()| fs::rename(&temporary, target));
     if renamed.is_err() {
         let _ = fs::remove_file(&temporary);
     }
     renamed
+}
+
+/// A new file at `path`. One left there by a run that died with our pid (PID 1 again, after a
+/// restart) is removed first: it would make creating it fail forever.
+fn create_temporary(path: &Path, mode: u32) -> io::Result<File> {
+    let create = || OpenOptions::new().write(true).create_new(true).mode(mode).open(path);
+    match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            create()
+        }
+        created => created,
+    }
+}
+
+/// Copies the first `len` bytes of `input` to the start of `output` in the kernel, with
+/// copy_file_range (a reflink where the file system shares blocks). Where the kernel cannot
+/// copy between these two files (older kernels across file systems), `io::copy` does it its
+/// own way. `input` is read at offsets only, so its position is still at the start.
+fn copy_contents(input: &File, output: &File, len: u64) -> io::Result<()> {
+    use nix::errno::Errno;
+    let mut copied = 0;
+    while copied < len {
+        let (mut from, mut to) = (copied as i64, copied as i64); // Below the file's size.
+        let left = usize::try_from(len - copied).unwrap_or(usize::MAX);
+        match nix::fcntl::copy_file_range(input, Some(&mut from), output, Some(&mut to), left) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank")),
+            Ok(count) => copied += count as u64,
+            Err(Errno::EINTR) => {}
+            Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) if copied == 0 => {
+                return io::copy(&mut &*input, &mut &*output).map(drop);
+            }
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -155,7 +156,8 @@ fn await_driver(settings: &GpuNode, device: &Path, present: Found) -> Result<Fou
     Ok(found)
 }
 
-/// Links, loader configuration and cache, nvidia-smi, then the probe's verdict.
+/// Links and nvidia-smi; then the loader configuration and cache, while NVML is asked (the
+/// probe, and nvidia-smi -L); then the verdict.
 fn set_up(settings: &GpuNode, found: &Found) -> Report {
     // Invariant: `await_driver` only returns with NVML found, and a found file has a parent.
     let dir = found.driver_dir().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
@@ -172,7 +174,6 @@ fn set_up(settings: &GpuNode, found: &Found) -> Report {
         println!("cannot link {failure}");
     }
     println!("{} libraries linked by soname ({} new links)", libraries.len(), links.made.len());
-    update_loader(&dir);
     let fixed = settings.patch_nvidia_smi.then(|| fix_nvidia_smi(settings, &dir)).flatten();
     let library = dir.join(super::nvml::LIBRARY);
     let options = probe::Options {
@@ -184,7 +185,7 @@ fn set_up(settings: &GpuNode, found: &Found) -> Report {
         }),
         timeout: PROBE_TIMEOUT,
     };
-    let (nvidia_smi, probe) = check_and_probe(fixed, &options);
+    let (nvidia_smi, probe) = check_and_probe(fixed, &options, || update_loader(&dir));
     let (verdict, message) = verdict(&probe);
     Report {
         verdict,
@@ -238,35 +239,66 @@ fn update_loader(dir: &Path) {
     }
 }
 
-/// Runs `nvidia-smi -L` (when nvidia-smi is ready to run) and the NVML probe at the same time:
-/// both load libnvidia-ml and wait for the driver, which takes tens of milliseconds without a
-/// GPU and far longer with one, and neither changes anything the other reads.
+/// Runs the NVML probe and `nvidia-smi -L` (when nvidia-smi is ready to run) while
+/// `write_cache` writes the loader's configuration and cache: each load of libnvidia-ml takes
+/// tens of milliseconds without a GPU (mostly the 12 MB it clears) and far longer with one,
+/// and they change nothing the cache is built from.
+///
+/// What may depend on the new cache waits for it. nvidia-smi as injected finds libnvidia-ml
+/// through its loader's cache, so it runs after; our copy finds it through its RUNPATH. The
+/// probe's child finds libnvidia-ml's own dependencies (libc and the like) through the cache
+/// that is there; if it could not load NVML before the new cache, the whole probe (with its
+/// nvidia-smi fallback) runs again after it.
 fn check_and_probe(
     fixed: Option<Result<Runnable, NvidiaSmi>>,
     options: &probe::Options,
+    write_cache: impl FnOnce(),
 ) -> (Option<NvidiaSmi>, GpuReport) {
     std::thread::scope(|scope| {
-        let probing = std::thread::Builder::new().spawn_scoped(scope, || probe::probe(options));
-        let nvidia_smi = fixed.map(|fixed| match fixed {
-            Ok(ready) => check_runs(ready.path, ready.rewritten),
-            Err(failed) => failed,
-        });
-        let probe = match probing {
-            Ok(thread) => thread.join().unwrap_or_else(|_| {
-                let library = options.library.as_ref().map(|library| library.display().to_string());
-                let message = "the probe's thread panicked".to_string();
-                GpuReport { nvml_error: Some(Failure::NotRun { message }), ..GpuReport::empty(library) }
-            }),
-            // No thread to be had: one after the other.
-            Err(_) => probe::probe(options),
+        let probing = std::thread::Builder::new().spawn_scoped(scope, || probe::nvml(options));
+        let early = match &fixed {
+            Some(Ok(ready)) if ready.own_copy => {
+                std::thread::Builder::new().spawn_scoped(scope, || check_runs(ready)).ok()
+            }
+            _ => None,
         };
-        (nvidia_smi, probe)
+        write_cache();
+        let nvidia_smi = match (early, &fixed) {
+            (Some(checking), Some(Ok(ready))) => {
+                Some(said(checking.join().unwrap_or_else(|_| not_run(ready, "the check's thread panicked"))))
+            }
+            (_, Some(Ok(ready))) => Some(said(check_runs(ready))),
+            // Why it cannot be fixed was said then.
+            (_, Some(Err(failed))) => Some(failed.clone()),
+            (_, None) => None,
+        };
+        (nvidia_smi, probe_after_cache(probing.map(|thread| thread.join()), options))
     })
+}
+
+/// The probe's report, from the early NVML probe's `joined` thread: as it is, or the whole
+/// probe again now that the cache is written if NVML could not be loaded before (or there was
+/// no thread).
+fn probe_after_cache(
+    joined: io::Result<std::thread::Result<GpuReport>>,
+    options: &probe::Options,
+) -> GpuReport {
+    match joined {
+        Ok(Ok(report)) if !probe::not_loaded(&report) => report,
+        Ok(Ok(_)) | Err(_) => probe::probe(options),
+        Ok(Err(_)) => {
+            let library = options.library.as_ref().map(|library| library.display().to_string());
+            let message = "the probe's thread panicked".to_string();
+            GpuReport { nvml_error: Some(Failure::NotRun { message }), ..GpuReport::empty(library) }
+        }
+    }
 }
 
 /// nvidia-smi ready to be run: the injected program or our copy.
 struct Runnable {
     path: PathBuf,
+    /// Whether it is our copy (with a RUNPATH to the driver), rather than the injected program.
+    own_copy: bool,
     /// Whether this boot wrote the copy.
     rewritten: bool,
 }
@@ -286,29 +318,29 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<Result<Runnab
             error: Some(error),
         }));
     };
-    let interpreter = fs::read(&injected).ok().and_then(|bytes| elf::read_interpreter(&bytes).ok().flatten());
-    let (path, rewritten) =
-        if interpreter.as_deref().map(Path::new) == Some(loader.as_path()) && loader.exists() {
-            (injected.clone(), false)
-        } else {
-            let copy = settings.bin_dir.join("nvidia-smi");
-            let made = fs::create_dir_all(&settings.bin_dir).map_err(|e| e.to_string()).and_then(|()| {
-                let runpath = driver_dir.to_string_lossy();
-                elf::set_interpreter(&injected, &loader.to_string_lossy(), Some(&runpath), Some(&copy))
-            });
-            match made {
-                Ok(outcome) => (copy, outcome == elf::Outcome::Written),
-                Err(error) => {
-                    println!("cannot rewrite {}: {error}", injected.display());
-                    return Some(Err(NvidiaSmi {
-                        path: injected,
-                        rewritten: false,
-                        exit_code: None,
-                        error: Some(error),
-                    }));
-                }
+    let interpreter = elf::file_interpreter(&injected).ok().flatten();
+    let own_copy = interpreter.as_deref().map(Path::new) != Some(loader.as_path()) || !loader.exists();
+    let (path, rewritten) = if !own_copy {
+        (injected.clone(), false)
+    } else {
+        let copy = settings.bin_dir.join("nvidia-smi");
+        let made = fs::create_dir_all(&settings.bin_dir).map_err(|e| e.to_string()).and_then(|()| {
+            let runpath = driver_dir.to_string_lossy();
+            elf::set_interpreter(&injected, &loader.to_string_lossy(), Some(&runpath), Some(&copy))
+        });
+        match made {
+            Ok(outcome) => (copy, outcome == elf::Outcome::Written),
+            Err(error) => {
+                println!("cannot rewrite {}: {error}", injected.display());
+                return Some(Err(NvidiaSmi {
+                    path: injected,
+                    rewritten: false,
+                    exit_code: None,
+                    error: Some(error),
+                }));
             }
-        };
+        }
+    };
     if rewritten {
         println!(
             "nvidia-smi: copied to {} with interpreter {} and RUNPATH {}",
@@ -317,13 +349,13 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<Result<Runnab
             driver_dir.display()
         );
     }
-    Some(Ok(Runnable { path, rewritten }))
+    Some(Ok(Runnable { path, own_copy, rewritten }))
 }
 
 /// Runs `nvidia-smi -L`: 0 lists the GPUs, 9 means it found NVML but no driver answers, both
 /// prove the program itself works; 12 means it cannot find libnvidia-ml.
-fn check_runs(path: PathBuf, rewritten: bool) -> NvidiaSmi {
-    let (exit_code, error) = match bounded::run(Command::new(&path).arg("-L"), PROBE_TIMEOUT) {
+fn check_runs(ready: &Runnable) -> NvidiaSmi {
+    let (exit_code, error) = match bounded::run(Command::new(&ready.path).arg("-L"), PROBE_TIMEOUT) {
         Ok(finished) => match finished.status.code() {
             Some(code @ (0 | 9)) => (Some(code), None),
             Some(12) => (Some(12), Some("it cannot find libnvidia-ml.so.1 (NVML error 12)".to_string())),
@@ -332,16 +364,30 @@ fn check_runs(path: PathBuf, rewritten: bool) -> NvidiaSmi {
         },
         Err(failure) => (None, Some(failure.to_string())),
     };
-    match (&exit_code, &error) {
-        (Some(code), None) => println!(
-            "{} -L runs (exit {code}{})",
-            path.display(),
-            if *code == 9 { ": no driver answers" } else { "" }
-        ),
-        (_, Some(error)) => println!("{} does not run: {error}", path.display()),
+    NvidiaSmi { path: ready.path.clone(), rewritten: ready.rewritten, exit_code, error }
+}
+
+/// The report of a check that did not run.
+fn not_run(ready: &Runnable, why: &str) -> NvidiaSmi {
+    NvidiaSmi {
+        path: ready.path.clone(),
+        rewritten: ready.rewritten,
+        exit_code: None,
+        error: Some(why.into()),
+    }
+}
+
+/// `checked`, once its line is in the log.
+fn said(checked: NvidiaSmi) -> NvidiaSmi {
+    let path = checked.path.display();
+    match (&checked.exit_code, &checked.error) {
+        (Some(code), None) => {
+            println!("{path} -L runs (exit {code}{})", if *code == 9 { ": no driver answers" } else { "" })
+        }
+        (_, Some(error)) => println!("{path} does not run: {error}"),
         (None, None) => {}
     }
-    NvidiaSmi { path, rewritten, exit_code, error }
+    checked
 }
 
 /// The injected nvidia-smi: where the toolkit puts it, else on PATH (not our own copy).

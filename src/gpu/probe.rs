@@ -71,6 +71,12 @@ pub fn command(options: &Options) -> i32 {
 
 /// The probe: NVML in a child, and `nvidia-smi` if NVML could not be loaded at all.
 pub fn probe(options: &Options) -> GpuReport {
+    let report = nvml(options);
+    with_fallback(options, report)
+}
+
+/// NVML's part of the probe: the library found (or given) and loaded in a child.
+pub fn nvml(options: &Options) -> GpuReport {
     let library = match &options.library {
         Some(path) => Ok(path.clone()),
         None => {
@@ -78,11 +84,20 @@ pub fn probe(options: &Options) -> GpuReport {
             find_library(&dirs, |path| path.exists())
         }
     };
-    let mut report = match library {
+    match library {
         Ok(path) => nvml_in_child(&path, options.timeout),
         Err(failure) => GpuReport { nvml_error: Some(failure), ..GpuReport::empty(None) },
-    };
-    if matches!(report.nvml_error, Some(Failure::LibraryNotLoaded { .. })) {
+    }
+}
+
+/// Whether NVML could not be loaded at all (rather than loaded and failing).
+pub fn not_loaded(report: &GpuReport) -> bool {
+    matches!(report.nvml_error, Some(Failure::LibraryNotLoaded { .. }))
+}
+
+/// `report`, completed from `nvidia-smi`'s CSV when NVML could not be loaded.
+fn with_fallback(options: &Options, mut report: GpuReport) -> GpuReport {
+    if not_loaded(&report) {
         let program = options.nvidia_smi.clone().unwrap_or_else(|| PathBuf::from("nvidia-smi"));
         match smi::query(&program, options.timeout) {
             Ok((driver_version, devices)) => {

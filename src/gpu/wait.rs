@@ -4,6 +4,7 @@
 //! every few seconds says what is still missing, so a person at `docker logs` knows what the
 //! container waits for.
 
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -59,29 +60,38 @@ impl Found {
     }
 }
 
-/// Looks for the driver in `dirs` (first match wins) and `device`.
+/// Looks for the driver in `dirs` (first match wins) and `device`. Each directory is listed
+/// once for all the libraries: the system's library directory, searched before the driver's
+/// in some layouts, holds a thousand entries or more.
 pub fn look(dirs: &[PathBuf], device: &Path) -> Found {
     let mut unusable = Vec::new();
-    let libraries = LIBRARIES
-        .iter()
-        .filter_map(|name| {
-            let found = dirs.iter().find_map(|dir| library_in(dir, name, &mut unusable));
-            found.map(|file| (*name, file))
-        })
-        .collect();
+    let mut files: [Option<PathBuf>; LIBRARIES.len()] = Default::default();
+    for dir in dirs {
+        if files.iter().all(Option::is_some) {
+            break;
+        }
+        let Ok(listing) = fs::read_dir(dir) else { continue };
+        let names: Vec<OsString> = listing.filter_map(Result::ok).map(|entry| entry.file_name()).collect();
+        for (file, name) in files.iter_mut().zip(LIBRARIES) {
+            if file.is_none() {
+                *file = library_in(dir, &names, name, &mut unusable);
+            }
+        }
+    }
+    let libraries = LIBRARIES.iter().zip(files).filter_map(|(name, file)| Some((*name, file?))).collect();
     Found { libraries, unusable, device_path: device.to_path_buf(), device: device.exists() }
 }
 
-/// A complete ELF file in `dir` named `name.<something>` (the soname link `name.1` or the
-/// versioned file). A file still being copied in is not complete: its section headers, at the
-/// end of the file, are not there yet. Candidates that are not complete go to `unusable`.
-fn library_in(dir: &Path, name: &str, unusable: &mut Vec<PathBuf>) -> Option<PathBuf> {
+/// A complete ELF file among the entries `names` of `dir` named `name.<something>` (the soname
+/// link `name.1` or the versioned file). A file still being copied in is not complete: its
+/// section headers, at the end of the file, are not there yet. Candidates that are not
+/// complete go to `unusable`.
+fn library_in(dir: &Path, names: &[OsString], name: &str, unusable: &mut Vec<PathBuf>) -> Option<PathBuf> {
     let prefix = format!("{name}.");
-    let mut candidates: Vec<PathBuf> = fs::read_dir(dir)
-        .ok()?
-        .filter_map(Result::ok)
-        .filter(|entry| entry.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)))
-        .map(|entry| entry.path())
+    let mut candidates: Vec<PathBuf> = names
+        .iter()
+        .filter(|entry| entry.to_str().is_some_and(|n| n.starts_with(&prefix)))
+        .map(|entry| dir.join(entry))
         .collect();
     candidates.sort();
     let (complete, incomplete): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -206,6 +216,29 @@ mod tests {
         assert!(found.complete(), "{found:?}");
         assert_eq!(found.driver_dir(), Some(libs.as_path()));
         assert!(done.duration_since(written) < Duration::from_secs(1), "noticed late");
+    }
+
+    #[test]
+    fn each_library_comes_from_the_first_directory_holding_it_complete() {
+        let scratch = Scratch::new("dirs");
+        let (first, second) = (scratch.0.join("first"), scratch.0.join("second"));
+        fs::create_dir_all(&first).unwrap();
+        fs::create_dir_all(&second).unwrap();
+        let elf = some_elf();
+        fs::write(first.join("libcuda.so.1"), &elf).unwrap();
+        fs::write(first.join("libnvidia-ml.so.1"), &elf[..elf.len() / 2]).unwrap();
+        fs::write(second.join("libnvidia-ml.so.1"), &elf).unwrap();
+        fs::write(second.join("libcuda.so.1"), &elf).unwrap();
+        let found = look(&[scratch.0.join("missing"), first.clone(), second.clone()], &first.join("none"));
+        assert_eq!(
+            found.libraries,
+            [
+                ("libnvidia-ml.so", second.join("libnvidia-ml.so.1")),
+                ("libcuda.so", first.join("libcuda.so.1"))
+            ]
+        );
+        assert_eq!(found.unusable, [first.join("libnvidia-ml.so.1")]);
+        assert_eq!(found.driver_dir(), Some(second.as_path()));
     }
 
     #[test]

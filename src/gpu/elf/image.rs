@@ -57,11 +57,26 @@ impl Source for &[u8] {
     }
 }
 
-/// An open file, read with `pread`. (Not `mmap`: a file truncated under a mapping raises
-/// SIGBUS, which would kill PID 1.)
+/// How much of a file's start is read at once: the ELF header, the program headers, the
+/// interpreter path and the notes of a linker's output all lie there, and each would
+/// otherwise be a read of its own.
+const HEAD_LEN: usize = 4 * 1024;
+
+/// An open file, read with `pread`, its first [`HEAD_LEN`] bytes once. (Not `mmap`: a file
+/// truncated under a mapping raises SIGBUS, which would kill PID 1.)
 pub(super) struct FileSource<'f> {
-    pub file: &'f File,
-    pub size: u64,
+    file: &'f File,
+    size: u64,
+    head: Vec<u8>,
+}
+
+impl<'f> FileSource<'f> {
+    /// `file`, which is `size` bytes long.
+    pub fn new(file: &'f File, size: u64) -> io::Result<Self> {
+        let mut head = vec![0; size.min(HEAD_LEN as u64) as usize]; // At most HEAD_LEN.
+        FileExt::read_exact_at(file, &mut head, 0)?;
+        Ok(FileSource { file, size, head })
+    }
 }
 
 impl Source for FileSource<'_> {
@@ -70,7 +85,14 @@ impl Source for FileSource<'_> {
     }
 
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()> {
-        FileExt::read_exact_at(self.file, buffer, offset)
+        let start = usize::try_from(offset).ok();
+        match start.and_then(|start| self.head.get(start..start.checked_add(buffer.len())?)) {
+            Some(bytes) => {
+                buffer.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => FileExt::read_exact_at(self.file, buffer, offset),
+        }
     }
 }
 

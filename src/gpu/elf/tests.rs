@@ -97,7 +97,14 @@ fn reads_the_interpreter_of_pie_and_non_pie_programs() {
         let program = scratch.compile("hello.c", "hello", flags);
         let interpreter = read_interpreter(&fs::read(&program).unwrap()).unwrap();
         assert_eq!(interpreter.as_deref(), Some(SYSTEM_LOADER), "{flags:?}");
+        assert_eq!(file_interpreter(&program).unwrap(), interpreter, "from the headers only");
     }
+    let program = fs::read(scratch.compile("hello.c", "hello", &[])).unwrap();
+    let truncated = scratch.0.join("truncated");
+    fs::write(&truncated, &program[..100]).unwrap();
+    let error = file_interpreter(&truncated).unwrap_err();
+    assert!(error.starts_with(&format!("{}: ", truncated.display())), "{error}");
+    assert!(file_interpreter(&scratch.0.join("missing")).unwrap_err().contains("cannot open"));
 }
 
 #[test]
@@ -135,6 +142,19 @@ fn a_longer_path_gets_a_new_load_segment_and_the_program_runs() {
         let explicit = Command::new(SYSTEM_LOADER).arg(&program).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&explicit.stdout), "hello from the ELF fixture\n");
     }
+}
+
+#[test]
+fn a_temporary_file_left_by_a_run_with_our_pid_is_replaced() {
+    let scratch = Scratch::new("elf-leftover");
+    let program = scratch.compile("hello.c", "hello", &["-no-pie"]);
+    let leftover = scratch.path(&format!(".hello.set-interpreter-{}", std::process::id()));
+    fs::write(&leftover, "half of an earlier rewrite").unwrap();
+    let loader = scratch.long_loader();
+    assert_eq!(set(&program, &loader, None), Outcome::Written);
+    assert_eq!(readelf_interpreter(&program), loader);
+    assert_eq!(run(&program), "hello from the ELF fixture\n");
+    assert!(!leftover.exists(), "renamed over the program");
 }
 
 #[test]

@@ -12,7 +12,6 @@ use goblin::elf::header::{
     EI_CLASS, EI_DATA, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, EM_386, EM_X86_64, ET_DYN,
 };
 use goblin::elf::program_header::{PT_DYNAMIC, PT_INTERP, PT_LOAD};
-use goblin::elf::{Elf, Header};
 
 /// Flags of an x86-64 library (`FLAG_X8664_LIB64 | FLAG_ELF_LIBC6`): the only value the
 /// x86-64 loader accepts.
@@ -44,6 +43,9 @@ const MAX_DYNAMIC_LEN: u64 = 1 << 20;
 const MAX_NAME_LEN: usize = 4096;
 /// Names are read in chunks of this size until their NUL.
 const NAME_CHUNK: usize = 256;
+/// Stack room for a table read outside the first read: a dynamic section of up to 128 entries
+/// (a few dozen is usual), a program header table of up to 36.
+const SPARE_LEN: usize = 2 * 1024;
 
 /// A file ldconfig would put in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,9 @@ pub struct Library {
 /// Reads `file` as ldconfig does; None where ldconfig skips the file: not ELF (a linker script
 /// such as libc.so, say), not a shared object, not for x86-64, x32 or i386, no dynamic
 /// segment or string table, or offsets pointing outside the file.
+///
+/// A scan calls this for every library of a directory, so it allocates nothing but the soname:
+/// the headers are read from the first read, or into buffers on the stack.
 pub fn read(file: &File) -> Option<Library> {
     let mut buffer = [0; HEAD_LEN];
     let reader = Reader::new(file, &mut buffer)?;
@@ -63,24 +68,26 @@ pub fn read(file: &File) -> Option<Library> {
     if head.len() < MIN_FILE_LEN || !head.starts_with(b"\x7fELF") || head[EI_DATA] != ELFDATA2LSB {
         return None;
     }
-    let header = Elf::parse_header(head).ok()?;
-    if header.e_type != ET_DYN {
+    let class = Class::of(head[EI_CLASS])?;
+    let header = class.header(head)?;
+    if header.kind != ET_DYN {
         return None;
     }
-    let machine_flags = match (header.e_machine, head[EI_CLASS]) {
-        (EM_X86_64, ELFCLASS64) => Some(FLAGS_X86_64),
-        (EM_X86_64, ELFCLASS32) => Some(FLAGS_X32),
-        (EM_386, ELFCLASS32) => None,
+    let machine_flags = match (header.machine, class) {
+        (EM_X86_64, Class::Elf64) => Some(FLAGS_X86_64),
+        (EM_X86_64, Class::Elf32) => Some(FLAGS_X32),
+        (EM_386, Class::Elf32) => None,
         _ => return None,
     };
-    let class = Class::of(head[EI_CLASS]);
-    let segments = program_headers(&reader, &header, class)?;
+    let mut spare = [0; SPARE_LEN];
+    let segments = Segments::read(&reader, &header, class, &mut spare)?;
     // Like ldconfig, the last PT_DYNAMIC counts, and an empty one means no dynamic section.
-    let dynamic = segments.iter().rfind(|s| s.kind == PT_DYNAMIC).filter(|s| s.filesz > 0)?;
-    let table = dynamic_table(&reader, dynamic)?;
+    let dynamic = segments.iter().filter(|s| s.kind == PT_DYNAMIC).last().filter(|s| s.filesz > 0)?;
+    let mut spare = [0; SPARE_LEN];
+    let table = dynamic_table(&reader, &dynamic, &mut spare)?;
     let entries = || dynamic_entries(&table, class);
     let strtab_address = entries().find(|e| e.tag == DT_STRTAB)?.value;
-    let strtab = file_offset(&segments, strtab_address);
+    let strtab = segments.file_offset(strtab_address);
     let soname = match entries().find(|e| e.tag == DT_SONAME) {
         Some(entry) => Some(read_name(&reader, strtab.wrapping_add(entry.value))?),
         None => None,
@@ -102,7 +109,16 @@ pub fn flags_after_replacing(kept: i32, found: i32) -> i32 {
     }
 }
 
+/// The fields of the ELF header that ldconfig looks at.
+struct Header {
+    kind: u16,
+    machine: u16,
+    phoff: u64,
+    phnum: u16,
+}
+
 /// The fields of a program header that ldconfig looks at.
+#[derive(Clone, Copy)]
 struct Segment {
     kind: u32,
     offset: u64,
@@ -119,15 +135,20 @@ struct Dynamic {
 /// The layout of the records read here in a 32-bit or a 64-bit file. Only the fields used are
 /// read, straight from the bytes: goblin's generic record readers (a call per field) made up
 /// about a seventh of a scan's time in user space (perf, a directory of 1,000 libraries).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     Elf32,
     Elf64,
 }
 
 impl Class {
-    fn of(class: u8) -> Self {
-        if class == ELFCLASS64 { Class::Elf64 } else { Class::Elf32 }
+    /// The class of `EI_CLASS`; None for anything else, which ldconfig skips.
+    fn of(class: u8) -> Option<Self> {
+        match class {
+            ELFCLASS64 => Some(Class::Elf64),
+            ELFCLASS32 => Some(Class::Elf32),
+            _ => None,
+        }
     }
 
     /// A 32-bit field of a 32-bit file or a 64-bit one of a 64-bit file, at `at` in `bytes`.
@@ -136,6 +157,21 @@ impl Class {
             Class::Elf32 => u32_at(bytes, at).map(u64::from),
             Class::Elf64 => Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?)),
         }
+    }
+
+    /// `Elf32_Ehdr` or `Elf64_Ehdr` (the caller checked that `bytes` holds an ELF64 header's
+    /// length, which covers either).
+    fn header(self, bytes: &[u8]) -> Option<Header> {
+        let (phoff, phnum) = match self {
+            Class::Elf32 => (28, 44),
+            Class::Elf64 => (32, 56),
+        };
+        Some(Header {
+            kind: u16_at(bytes, 16)?,
+            machine: u16_at(bytes, 18)?,
+            phoff: self.word(bytes, phoff)?,
+            phnum: u16_at(bytes, phnum)?,
+        })
     }
 
     fn program_header_len(self) -> usize {
@@ -173,25 +209,46 @@ impl Class {
     }
 }
 
+fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(bytes.get(at..at.checked_add(2)?)?.try_into().ok()?))
+}
+
 fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
-/// The program headers; None if the table does not fit in the file.
-fn program_headers(reader: &Reader, header: &Header, class: Class) -> Option<Vec<Segment>> {
-    let (count, len) = (usize::from(header.e_phnum), class.program_header_len());
-    let size = count.checked_mul(len)?;
-    let bytes = reader.bytes(header.e_phoff, size)?;
-    if bytes.len() < size {
-        return None;
+/// The program header table, read where it lies (nearly always inside the first read).
+struct Segments<'r> {
+    table: Cow<'r, [u8]>,
+    class: Class,
+}
+
+impl<'r> Segments<'r> {
+    /// None if the table does not fit in the file.
+    fn read(reader: &'r Reader, header: &Header, class: Class, spare: &'r mut [u8]) -> Option<Self> {
+        let size = usize::from(header.phnum).checked_mul(class.program_header_len())?;
+        let table = reader.bytes(header.phoff, size, spare)?;
+        (table.len() == size).then_some(Segments { table, class })
     }
-    bytes.chunks_exact(len).map(|record| class.segment(record)).collect()
+
+    fn iter(&self) -> impl Iterator<Item = Segment> + '_ {
+        let len = self.class.program_header_len();
+        self.table.chunks_exact(len).filter_map(|record| self.class.segment(record))
+    }
+
+    /// The file offset of a virtual address, by the first PT_LOAD whose file contents hold
+    /// it; an address no segment holds is taken as an offset, as ldconfig does.
+    fn file_offset(&self, address: u64) -> u64 {
+        self.iter()
+            .find(|s| s.kind == PT_LOAD && address >= s.vaddr && address - s.vaddr < s.filesz)
+            .map_or(address, |s| (address - s.vaddr).wrapping_add(s.offset))
+    }
 }
 
 /// The bytes of the dynamic segment (fewer where the file ends first).
-fn dynamic_table<'r>(reader: &'r Reader, dynamic: &Segment) -> Option<Cow<'r, [u8]>> {
+fn dynamic_table<'r>(reader: &'r Reader, dynamic: &Segment, spare: &'r mut [u8]) -> Option<Cow<'r, [u8]>> {
     let len = usize::try_from(dynamic.filesz.min(MAX_DYNAMIC_LEN)).ok()?;
-    reader.bytes(dynamic.offset, len)
+    reader.bytes(dynamic.offset, len, spare)
 }
 
 /// The dynamic entries of `table` up to DT_NULL (or its end).
@@ -200,20 +257,11 @@ fn dynamic_entries(table: &[u8], class: Class) -> impl Iterator<Item = Dynamic> 
     records.take_while(|entry| entry.tag != DT_NULL)
 }
 
-/// The file offset of a virtual address, by the first PT_LOAD whose file contents hold it; an
-/// address no segment holds is taken as an offset, as ldconfig does.
-fn file_offset(segments: &[Segment], address: u64) -> u64 {
-    segments
-        .iter()
-        .find(|s| s.kind == PT_LOAD && address >= s.vaddr && address - s.vaddr < s.filesz)
-        .map_or(address, |s| (address - s.vaddr).wrapping_add(s.offset))
-}
-
 /// An i386 library is glibc's if it names a glibc interpreter or needs libc or libm; otherwise
 /// it is plain ELF.
 fn i386_flags(
     reader: &Reader,
-    segments: &[Segment],
+    segments: &Segments,
     entries: impl Iterator<Item = Dynamic>,
     strtab: u64,
 ) -> Option<i32> {
@@ -237,16 +285,17 @@ fn read_name(reader: &Reader, offset: u64) -> Option<Vec<u8>> {
         return Some(head[..end].to_vec());
     }
     let mut name = Vec::new();
+    let mut chunk = [0; NAME_CHUNK];
     while name.len() < MAX_NAME_LEN {
-        let chunk = reader.bytes(offset.checked_add(name.len() as u64)?, NAME_CHUNK)?;
-        if let Some(end) = memchr::memchr(0, &chunk) {
-            name.extend_from_slice(&chunk[..end]);
+        let read = reader.bytes(offset.checked_add(name.len() as u64)?, NAME_CHUNK, &mut chunk)?;
+        if let Some(end) = memchr::memchr(0, &read) {
+            name.extend_from_slice(&read[..end]);
             return Some(name);
         }
-        if chunk.len() < NAME_CHUNK {
+        if read.len() < NAME_CHUNK {
             return None;
         }
-        name.extend_from_slice(&chunk);
+        name.extend_from_slice(&read);
     }
     None
 }
@@ -261,23 +310,29 @@ impl<'a> Reader<'a> {
     /// Makes the first read into `buffer` (the caller's: on the stack, since a scan makes one
     /// per library and a heap block of this size is slow to take and give back).
     fn new(file: &'a File, buffer: &'a mut [u8; HEAD_LEN]) -> Option<Self> {
-        let len = loop {
-            match file.read_at(buffer, 0) {
-                Ok(len) => break len,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        };
+        let len = read_at_most(file, 0, buffer)?;
         Some(Reader { file, head: buffer.get(..len)? })
     }
 
     /// Up to `len` bytes at `offset` (fewer only at the end of the file): from the first read
-    /// when it holds them, else read now. None on a read error.
-    fn bytes(&self, offset: u64, len: usize) -> Option<Cow<'_, [u8]>> {
+    /// when it holds them, else read now, into `spare` when they fit there (a caller's buffer
+    /// on the stack), else into a new one. None on a read error.
+    fn bytes<'b>(&'b self, offset: u64, len: usize, spare: &'b mut [u8]) -> Option<Cow<'b, [u8]>> {
         let range = usize::try_from(offset).ok().and_then(|start| Some(start..start.checked_add(len)?));
-        match range.and_then(|range| self.head.get(range)) {
-            Some(bytes) => Some(Cow::Borrowed(bytes)),
-            None => read_at_most(self.file, offset, len).map(Cow::Owned),
+        if let Some(bytes) = range.and_then(|range| self.head.get(range)) {
+            return Some(Cow::Borrowed(bytes));
+        }
+        match spare.get_mut(..len) {
+            Some(buffer) => {
+                let filled = read_at_most(self.file, offset, buffer)?;
+                Some(Cow::Borrowed(&buffer[..filled]))
+            }
+            None => {
+                let mut buffer = vec![0; len];
+                let filled = read_at_most(self.file, offset, &mut buffer)?;
+                buffer.truncate(filled);
+                Some(Cow::Owned(buffer))
+            }
         }
     }
 
@@ -287,18 +342,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Up to `len` bytes at `offset`: fewer only at the end of the file. None on a read error.
-fn read_at_most(file: &File, offset: u64, len: usize) -> Option<Vec<u8>> {
-    let mut bytes = vec![0; len];
+/// Fills `buffer` from `offset` on, as far as the file goes; returns how much it filled. None
+/// on a read error.
+fn read_at_most(file: &File, offset: u64, buffer: &mut [u8]) -> Option<usize> {
     let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut bytes[filled..], offset.checked_add(filled as u64)?) {
+    while filled < buffer.len() {
+        match file.read_at(&mut buffer[filled..], offset.checked_add(filled as u64)?) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return None,
         }
     }
-    bytes.truncate(filled);
-    Some(bytes)
+    Some(filled)
 }

@@ -19,7 +19,7 @@
 //! directories have none, so they are not scanned.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -81,13 +81,16 @@ fn scan_dir(dir: &Path, prefix: &[u8], files: &mut Files) -> Result<Vec<Entry>, 
     let (listing, reads) = Listing::read(dir)?;
     let mut reader = DirReader::new(&listing, files);
     reader.read_considered(reads);
-    let entries = candidates(&listing, &reader.libraries).into_iter().rev().map(|candidate| {
+    let entries = candidates(&listing, &reader).into_iter().rev().map(|candidate| {
         let target = if reader.is_library(candidate.soname) {
             candidate.soname
         } else {
-            &listing.names[candidate.entry]
+            listing.names.get(candidate.entry)
         };
-        let path = [prefix, b"/", target].concat();
+        let mut path = Vec::with_capacity(prefix.len() + 1 + target.len());
+        path.extend_from_slice(prefix);
+        path.push(b'/');
+        path.extend_from_slice(target);
         Entry {
             soname: OsStr::from_bytes(candidate.soname).to_os_string(),
             path: PathBuf::from(OsString::from_vec(path)),
@@ -98,21 +101,20 @@ fn scan_dir(dir: &Path, prefix: &[u8], files: &mut Files) -> Result<Vec<Entry>, 
     Ok(entries.collect())
 }
 
-/// The libraries of a directory, one per name, in the order of discovery: `libraries` holds
-/// what each entry of the listing was read as. Names are borrowed where they lie.
-fn candidates<'l>(listing: &'l Listing, libraries: &'l [Option<Option<Library>>]) -> Vec<Candidate<'l>> {
-    let names = &listing.names;
+/// The libraries of a directory, one per name, in the order of discovery. Names are borrowed
+/// where they lie.
+fn candidates<'l>(listing: &'l Listing, reader: &'l DirReader) -> Vec<Candidate<'l>> {
     let mut candidates: Vec<Candidate> = Vec::with_capacity(listing.considered.len());
     let mut by_soname: HashMap<&[u8], usize> = HashMap::with_capacity(listing.considered.len());
     for &index in &listing.considered {
-        let Some(Some(library)) = &libraries[index] else { continue };
-        let file_name = names[index].as_slice();
+        let Some(library) = reader.library_of(index) else { continue };
+        let file_name = listing.names.get(index);
         let soname = library.soname.as_deref().unwrap_or(file_name);
         let is_link = listing.kinds[index] == Kind::Link && names_itself(file_name, soname);
         let soname = if is_link { file_name } else { soname };
         let found = Candidate { soname, entry: index, is_link, flags: library.flags };
         match by_soname.get(soname) {
-            Some(&kept) => prefer(&mut candidates[kept], found, names),
+            Some(&kept) => prefer(&mut candidates[kept], found, &listing.names),
             None => {
                 by_soname.insert(soname, candidates.len());
                 candidates.push(found);
@@ -157,22 +159,67 @@ enum Kind {
     Other,
 }
 
+/// The names of a directory's entries, back to back in one buffer: a directory may hold
+/// thousands, and a buffer each would cost an allocation and a free apiece.
+#[derive(Default)]
+struct Names {
+    bytes: Vec<u8>,
+    /// Where each name ends in `bytes` (it starts where the one before ends).
+    ends: Vec<usize>,
+}
+
+impl Names {
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.bytes[start..self.ends[index]]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
 /// A directory's entries as listed: names and kinds in the listing's order, and the open
 /// directory that names are opened relative to.
 struct Listing {
     dir: PathBuf,
     fd: OwnedFd,
-    names: Vec<Vec<u8>>,
+    names: Names,
     kinds: Vec<Kind>,
     /// The entries ldconfig considers (files and links named like a library), in order.
     considered: Vec<usize>,
 }
 
-/// An entry ldconfig considers, on its way to be read while the listing goes on.
+/// The longest name a directory entry can have (NAME_MAX), and room for its NUL.
+const NAME_ROOM: usize = 256;
+
+/// An entry ldconfig considers, on its way to be read while the listing goes on. Its name
+/// travels inline, NUL-terminated, ready for `openat`: no allocation per entry.
 struct Pending {
     index: usize,
-    name: Vec<u8>,
     kind: Kind,
+    name: [u8; NAME_ROOM],
+}
+
+impl Pending {
+    /// None for a name too long to carry inline (no Linux file system lists one): the scan
+    /// then reads that entry itself.
+    fn new(index: usize, kind: Kind, name: &CStr) -> Option<Self> {
+        let bytes = name.to_bytes_with_nul();
+        let mut pending = Pending { index, kind, name: [0; NAME_ROOM] };
+        pending.name.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(pending)
+    }
+
+    fn name(&self) -> &CStr {
+        // Invariant: `new` copied a NUL-terminated name into a zeroed buffer.
+        CStr::from_bytes_until_nul(&self.name).unwrap_or_default()
+    }
 }
 
 impl Listing {
@@ -187,26 +234,29 @@ impl Listing {
         // is shared with the threads that read.
         let copy = fd.try_clone().map_err(|e| failed(&e))?;
         let mut stream = Dir::from_fd(copy).map_err(|e| failed(&e))?;
-        let (mut names, mut kinds, mut considered) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut names, mut kinds, mut considered) = (Names::default(), Vec::new(), Vec::new());
         let (listed, reads) = prefetch::while_finding(
             |found| {
                 for item in stream.iter() {
                     let item = item?;
-                    let name = item.file_name().to_bytes();
-                    if name == b"." || name == b".." {
+                    let name = item.file_name();
+                    let bytes = name.to_bytes();
+                    if bytes == b"." || bytes == b".." {
                         continue;
                     }
-                    let (index, kind) = (names.len(), kind(fd.as_fd(), name, item.file_type()));
-                    if is_considered(name, kind) {
+                    let (index, kind) = (names.len(), kind(fd.as_fd(), bytes, item.file_type()));
+                    if is_considered(bytes, kind) {
                         considered.push(index);
-                        found(Pending { index, name: name.to_vec(), kind });
+                        if let Some(pending) = Pending::new(index, kind, name) {
+                            found(pending);
+                        }
                     }
-                    names.push(name.to_vec());
+                    names.push(bytes);
                     kinds.push(kind);
                 }
                 Ok(())
             },
-            |pending| (pending.index, read_entry(fd.as_fd(), &pending.name, pending.kind)),
+            |pending| (pending.index, read_entry(fd.as_fd(), pending.name(), pending.kind)),
         );
         listed.map_err(|e: nix::Error| failed(&e))?;
         Ok((Listing { dir: dir.to_path_buf(), fd, names, kinds, considered }, reads))
@@ -233,32 +283,43 @@ fn kind(dir: BorrowedFd, name: &[u8], listed: Option<Type>) -> Kind {
 /// The links the kernel follows before it gives up (ELOOP).
 const MAX_LINKS: u8 = 40;
 
+/// What an entry was found to be, once looked at.
+#[derive(Clone, Copy)]
+enum Looked {
+    NotYet,
+    /// ldconfig would skip it.
+    Skipped,
+    /// The library at this place of [`DirReader::libraries`].
+    Library(usize),
+}
+
 /// Reads the libraries of one directory with as few system calls as it takes, since a
 /// directory may hold thousands: each file is opened by name relative to the directory and
 /// read once; a link to another entry of the directory costs one readlink and shares that
-/// entry's result. Other links are followed by path. What the reads found is kept by the
-/// entry's place in the listing.
+/// entry's result (by place, never by copy). Other links are followed by path.
 struct DirReader<'l, 'f> {
     listing: &'l Listing,
     /// Where each name is in the listing.
     positions: HashMap<&'l [u8], usize>,
     /// Each link's target, once read (None inside: unreadable).
     targets: Vec<Option<Option<Vec<u8>>>>,
-    /// Each entry, once looked at: the library it is or leads to (None inside: ldconfig would
-    /// skip it).
-    libraries: Vec<Option<Option<Library>>>,
+    /// What each entry is or leads to.
+    looked: Vec<Looked>,
+    /// The libraries read, each once.
+    libraries: Vec<Library>,
     files: &'f mut Files,
 }
 
 impl<'l, 'f> DirReader<'l, 'f> {
     fn new(listing: &'l Listing, files: &'f mut Files) -> Self {
-        let positions = listing.names.iter().enumerate().map(|(index, name)| (name.as_slice(), index));
         let count = listing.names.len();
+        let positions = (0..count).map(|index| (listing.names.get(index), index));
         DirReader {
             listing,
             positions: positions.collect(),
             targets: vec![None; count],
-            libraries: vec![None; count],
+            looked: vec![Looked::NotYet; count],
+            libraries: Vec::with_capacity(listing.considered.len()),
             files,
         }
     }
@@ -268,44 +329,71 @@ impl<'l, 'f> DirReader<'l, 'f> {
     fn read_considered(&mut self, reads: Vec<(usize, Read)>) {
         for (index, read) in reads {
             match read {
-                Read::Library(library) => self.libraries[index] = Some(library),
+                Read::Library(library) => self.looked[index] = self.keep(library),
                 Read::Target(target) => self.targets[index] = Some(target),
             }
         }
         for &index in &self.listing.considered {
-            self.library(index, 0);
+            self.look(index, 0);
         }
     }
 
-    /// The library entry `index` is or leads to; None if ldconfig would skip it.
-    fn library(&mut self, index: usize, links_followed: u8) -> Option<Library> {
-        if let Some(library) = &self.libraries[index] {
-            return library.clone();
+    /// Keeps a library read (if any) and says where it went.
+    fn keep(&mut self, library: Option<Library>) -> Looked {
+        match library {
+            Some(library) => {
+                self.libraries.push(library);
+                Looked::Library(self.libraries.len() - 1)
+            }
+            None => Looked::Skipped,
         }
-        let found = match self.listing.kinds[index] {
-            Kind::File => read_file(self.listing.fd.as_fd(), &self.listing.names[index]),
+    }
+
+    /// What entry `index` is or leads to, looking at it if that was not done yet.
+    fn look(&mut self, index: usize, links_followed: u8) -> Looked {
+        if !matches!(self.looked[index], Looked::NotYet) {
+            return self.looked[index];
+        }
+        let looked = match self.listing.kinds[index] {
+            Kind::File => {
+                let name = CString::new(self.listing.names.get(index)).ok();
+                let library = name.and_then(|name| read_file(self.listing.fd.as_fd(), &name));
+                self.keep(library)
+            }
             Kind::Link => self.follow(index, links_followed),
-            Kind::Other => None,
+            Kind::Other => Looked::Skipped,
         };
-        self.libraries[index] = Some(found.clone());
-        found
+        self.looked[index] = looked;
+        looked
+    }
+
+    /// The library entry `index` is or leads to, once looked at; None if ldconfig skips it.
+    fn library_of(&self, index: usize) -> Option<&Library> {
+        match self.looked.get(index)? {
+            Looked::Library(at) => self.libraries.get(*at),
+            Looked::NotYet | Looked::Skipped => None,
+        }
     }
 
     /// Whether the entry of this name was read as a library.
     fn is_library(&self, name: &[u8]) -> bool {
-        self.positions.get(name).is_some_and(|&index| matches!(self.libraries[index], Some(Some(_))))
+        self.positions.get(name).is_some_and(|&index| self.library_of(index).is_some())
     }
 
-    fn follow(&mut self, index: usize, links_followed: u8) -> Option<Library> {
-        let (listing, name) = (self.listing, &self.listing.names[index]);
+    fn follow(&mut self, index: usize, links_followed: u8) -> Looked {
+        let listing = self.listing;
+        let name = listing.names.get(index);
         let target = self.targets[index].get_or_insert_with(|| read_link(listing.fd.as_fd(), name));
-        let target = target.as_deref()?;
+        let Some(target) = target.as_deref() else { return Looked::Skipped };
         if target.contains(&b'/') || links_followed >= MAX_LINKS {
-            return self.files.read(&listing.dir.join(OsStr::from_bytes(name)));
+            let library = self.files.read(&listing.dir.join(OsStr::from_bytes(name)));
+            return self.keep(library);
         }
         // A target that is not in the listing: a dangling link.
-        let next = *self.positions.get(target)?;
-        self.library(next, links_followed + 1)
+        match self.positions.get(target) {
+            Some(&next) => self.look(next, links_followed + 1),
+            None => Looked::Skipped,
+        }
     }
 }
 
@@ -315,18 +403,18 @@ enum Read {
     Target(Option<Vec<u8>>),
 }
 
-fn read_entry(dir: BorrowedFd, name: &[u8], kind: Kind) -> Read {
+fn read_entry(dir: BorrowedFd, name: &CStr, kind: Kind) -> Read {
     match kind {
         Kind::File => Read::Library(read_file(dir, name)),
-        Kind::Link => Read::Target(read_link(dir, name)),
+        Kind::Link => Read::Target(read_link(dir, name.to_bytes())),
         Kind::Other => Read::Library(None),
     }
 }
 
-fn read_file(dir: BorrowedFd, name: &[u8]) -> Option<Library> {
+fn read_file(dir: BorrowedFd, name: &CStr) -> Option<Library> {
     // Without blocking: a FIFO put in place of the file since the listing must not stall us.
     let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let fd = openat(dir, OsStr::from_bytes(name), flags, Mode::empty()).ok()?;
+    let fd = openat(dir, name, flags, Mode::empty()).ok()?;
     library::read(&File::from(fd))
 }
 
@@ -355,9 +443,10 @@ impl Files {
 
 /// A second library of the same name in the same directory replaces the first when it is a
 /// file and the first a link, or when both are alike and its file name sorts higher.
-fn prefer<'n>(kept: &mut Candidate<'n>, found: Candidate<'n>, names: &[Vec<u8>]) {
+fn prefer<'n>(kept: &mut Candidate<'n>, found: Candidate<'n>, names: &Names) {
     let newer = (!found.is_link && kept.is_link)
-        || (found.is_link == kept.is_link && order::libcmp(&names[kept.entry], &names[found.entry]).is_lt());
+        || (found.is_link == kept.is_link
+            && order::libcmp(names.get(kept.entry), names.get(found.entry)).is_lt());
     if newer {
         kept.flags = library::flags_after_replacing(kept.flags, found.flags);
         kept.entry = found.entry;

@@ -468,6 +468,16 @@ fn a_soname_outside_the_file_skips_it_and_no_truncation_panics() {
     }
 }
 
+#[test]
+fn tables_past_the_first_read_are_read_on_the_stack_or_the_heap() {
+    let expected = Some(Library { flags: 0x0303, soname: soname("libfoo.so.1") });
+    let far = Object { gap: 5000, ..X86_64_LIBRARY };
+    assert_eq!(read_bytes(&far.bytes()), expected, "a dynamic section past the first 4 KiB");
+    let needed: &'static [&'static str] = Box::leak(vec!["libdep.so.1"; 300].into_boxed_slice());
+    let large = Object { needed, gap: 5000, ..X86_64_LIBRARY };
+    assert_eq!(read_bytes(&large.bytes()), expected, "one larger than the buffer on the stack");
+}
+
 // --- scanning ---
 
 /// `bytes` of an x86-64 library with this soname.

@@ -31,6 +31,10 @@ pub struct Results {
     floor: Samples,
     /// `std::fs::copy` of nvidia-smi into the work directory, in the bench process.
     copying: Samples,
+    /// `nix2gpu-init --version`: our binary's start and exit alone.
+    start: Samples,
+    /// Whether our binary is position-independent (ELF type ET_DYN: static-pie).
+    position_independent: Option<bool>,
     ours: Samples,
     patchelf: Samples,
     loader_length: usize,
@@ -69,16 +73,19 @@ pub fn measure(ours: &Path) -> Result<Results, String> {
         Tool { name: "nix2gpu-init", program: ours, args: vec!["set-interpreter", "--interpreter", &loader] },
         Tool { name: "patchelf", program: patchelf, args: vec!["--set-interpreter", &loader] },
     ];
-    let mut samples: [Vec<Duration>; 4] = Default::default();
+    let mut samples: [Vec<Duration>; 5] = Default::default();
     for round in 0..WARMUP_ROUNDS + RUNS {
         let floor = succeeded(run_timed(quiet(Command::new("/bin/true")), LIMIT)?, "/bin/true")?;
-        let mut times = vec![floor.elapsed];
+        let mut version = Command::new(ours);
+        version.arg("--version");
+        let started = succeeded(run_timed(quiet(version), LIMIT)?, "nix2gpu-init --version")?;
+        let mut times = vec![floor.elapsed, started.elapsed];
         for tool in &tools {
             // The fresh copy each tool starts from, timed once a round: what writing a new file
             // of this size costs by itself.
             let start = Instant::now();
             fs::copy(&smi, &copy).map_err(|e| format!("cannot copy {}: {e}", smi.display()))?;
-            if times.len() == 1 {
+            if times.len() == 2 {
                 times.push(start.elapsed());
             }
             times.push(succeeded(run_timed(tool.command(&copy), LIMIT)?, tool.name)?.elapsed);
@@ -90,12 +97,15 @@ pub fn measure(ours: &Path) -> Result<Results, String> {
             samples.iter_mut().zip(times).for_each(|(samples, time)| samples.push(time));
         }
     }
-    let [floor, copying, ours, patchelf] = samples.map(Samples::new);
+    let pie = position_independent(ours);
+    let [floor, start, copying, ours, patchelf] = samples.map(Samples::new);
     let work_dir = dir.0.parent().map_or_else(String::new, |p| p.display().to_string());
     let file_size = fs::metadata(&smi).map_or(0, |metadata| metadata.len());
     Ok(Results {
         floor,
         copying,
+        start,
+        position_independent: pie,
         ours,
         patchelf,
         loader_length: loader.len(),
@@ -104,6 +114,28 @@ pub fn measure(ours: &Path) -> Result<Results, String> {
         date,
         load,
     })
+}
+
+/// Whether the ELF file at `path` is position-independent (type ET_DYN); None if unreadable.
+fn position_independent(path: &Path) -> Option<bool> {
+    let bytes = fs::read(path).ok()?;
+    let kind = u16::from_le_bytes(bytes.get(16..18)?.try_into().ok()?);
+    Some(kind == 3)
+}
+
+/// The note on our start alone: how far from the floor, and what kind of binary it is.
+fn start_note(start: Duration, floor: Duration, position_independent: Option<bool>) -> String {
+    let (distance, side) = if start >= floor { (start - floor, "above") } else { (floor - start, "below") };
+    let kind = match position_independent {
+        Some(true) => {
+            ": it is a static-pie binary, which relocates itself at every start (dirtying the pages of its relocated data)"
+        }
+        Some(false) => {
+            ": it is a static binary that is not position-independent, so nothing is relocated at start"
+        }
+        None => "",
+    };
+    format!("Our binary's start and exit alone (second row) is {} {side} the floor{kind}.", micros(distance))
 }
 
 /// One tool: `program ARGS... FILE`.
@@ -188,6 +220,14 @@ pub fn render(results: &Results) -> String {
         "-".into(),
     ]);
     table.row(vec![
+        "`nix2gpu-init --version` (our start and exit alone)".into(),
+        micros(results.start.median()),
+        micros(results.start.percentile(90)),
+        micros(above(&results.start)),
+        "-".into(),
+        "-".into(),
+    ]);
+    table.row(vec![
         "copying the file alone (`std::fs::copy`, no process)".into(),
         micros(results.copying.median()),
         micros(results.copying.percentile(90)),
@@ -240,11 +280,13 @@ pub fn render(results: &Results) -> String {
             .into(),
         format!(
             "Most of ours above the floor is writing the new file: copying {} bytes into a fresh \
-             tmpfs file costs {} by itself (second row; both tools write a whole new file). Ours \
-             keeps that copy so the file is replaced atomically (rename), never rewritten in place.",
+             tmpfs file costs {} by itself (third row; both tools write a whole new file, and both \
+             free the pages of the file they replace). Ours keeps that copy so the file is \
+             replaced atomically (rename), never rewritten in place.",
             results.file_size,
             micros(results.copying.median())
         ),
+        start_note(results.start.median(), floor, results.position_independent),
     ];
     let notes: Vec<String> = notes.iter().map(|note| format!("- {note}")).collect();
     format!(

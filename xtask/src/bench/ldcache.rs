@@ -10,6 +10,10 @@
 //! Measured twice: with the directory and the caches on target/ (the disk: each run ends with
 //! the fsync both tools do, whose cost is the disk's), and on a tmpfs in a private mount
 //! namespace (the bench re-executes itself there), where the time is the tools' own work.
+//!
+//! Beside them runs a floor (fixtures/bench/ldcache_floor.c): the system calls ours makes for
+//! the directory and nothing else, on one thread, so that the report shows how much of a
+//! run is the kernel's.
 
 use std::env;
 use std::fs;
@@ -44,16 +48,24 @@ const PLACEHOLDER: &[u8] = b"libbench-XXXXXX.so.1\0";
 const LDCONFIG: &str = "/sbin/ldconfig";
 /// Set (to our binary's path) on the copy of xtask that measures on tmpfs.
 const HELPER_ENV: &str = "NIX2GPU_BENCH_LDCACHE_OURS";
+/// The floor program, built into the work directory.
+const FLOOR: &str = "floor";
 
-/// Timings of both tools at one place.
+/// Timings of both tools and the floor at one place.
 pub struct Timings {
     ours: Samples,
     ldconfig: Samples,
+    floor: Samples,
 }
 
 impl Timings {
     fn ratio(&self) -> f64 {
         secs(self.ldconfig.median()) / secs(self.ours.median())
+    }
+
+    /// The most any program making ours' system calls on one CPU could reach.
+    fn floor_ratio(&self) -> f64 {
+        secs(self.ldconfig.median()) / secs(self.floor.median())
     }
 }
 
@@ -69,12 +81,17 @@ pub fn helper_request() -> Option<PathBuf> {
 }
 
 /// Helper side: measures in the tmpfs the parent mounted over `tmpfs_dir()` and prints the
-/// timings as `ours NS...` and `ldconfig NS...`.
+/// timings as `ours NS...`, `ldconfig NS...` and `floor NS...`.
 pub fn serve(ours: &Path) -> Result<(), String> {
     let work = tmpfs_dir();
     copy_libraries(&work_dir().join("root/libs"), &work.join("root/libs"))?;
     let timings = measure_in(&work, ours)?;
-    println!("ours {}\nldconfig {}", isolated::nanos(&timings.ours), isolated::nanos(&timings.ldconfig));
+    println!(
+        "ours {}\nldconfig {}\nfloor {}",
+        isolated::nanos(&timings.ours),
+        isolated::nanos(&timings.ldconfig),
+        isolated::nanos(&timings.floor)
+    );
     Ok(())
 }
 
@@ -82,6 +99,7 @@ pub fn serve(ours: &Path) -> Result<(), String> {
 pub fn measure(ours: &Path) -> Result<Results, String> {
     eprintln!("bench: ld.so.cache for {LIBRARIES} libraries, ours against ldconfig, {RUNS} runs each");
     build_libraries(&work_dir().join("root/libs"))?;
+    build_floor()?;
     let disk = measure_in(&work_dir(), ours)?;
     let tmpfs = measure_on_tmpfs(ours)?;
     Ok(Results { disk, tmpfs })
@@ -93,18 +111,22 @@ pub fn render(results: &Results) -> String {
         "directory and cache on",
         "ldconfig median",
         "ours median",
+        "floor median",
         "ldconfig min / max",
         "ours min / max",
         "ldconfig/ours (median)",
+        "ldconfig/floor (median)",
     ]);
     for (place, timings) in [("target/ (disk)", &results.disk), ("tmpfs", &results.tmpfs)] {
         table.row(vec![
             place.into(),
             millis(timings.ldconfig.median()),
             millis(timings.ours.median()),
+            millis(timings.floor.median()),
             format!("{} / {}", millis(timings.ldconfig.min()), millis(timings.ldconfig.max())),
             format!("{} / {}", millis(timings.ours.min()), millis(timings.ours.max())),
             format!("{:.2}x", timings.ratio()),
+            format!("{:.2}x", timings.floor_ratio()),
         ]);
     }
     let ratio = results.tmpfs.ratio();
@@ -140,6 +162,11 @@ pub fn render(results: &Results) -> String {
          ({cpus} here); ldconfig makes about nine (stat calls, open, mmap, munmap, close) on \
          one thread and takes the page faults of its mapping. Ours gains from its threads only \
          as far as the other CPUs are idle.\n\
+         - The floor (fixtures/bench/ldcache_floor.c, built here with `gcc -O2 -static`) lists \
+         the directory and makes the system calls ours makes for it, on one thread, and nothing \
+         else: no cache is built or written. ldconfig/floor is the most that any program \
+         reading the libraries with these calls on one CPU could reach; the target needs \
+         {MIN_RATIO:.2}x, the floor reaches {floor:.2}x on tmpfs. Ours is {over:.0}% above it.\n\
          - The tmpfs runs happen in a private mount namespace (`unshare --mount`, a tmpfs over \
          {WORK_DIR}/tmpfs, the directory copied there), which the bench enters by running itself \
          again.\n\
@@ -150,6 +177,8 @@ pub fn render(results: &Results) -> String {
         table.render(),
         targets.render(),
         cpus = std::thread::available_parallelism().map_or(1, |cpus| cpus.get()),
+        floor = results.tmpfs.floor_ratio(),
+        over = 100.0 * (secs(results.tmpfs.ours.median()) / secs(results.tmpfs.floor.median()) - 1.0),
     )
 }
 
@@ -196,6 +225,17 @@ fn build_template() -> Result<Vec<u8>, String> {
     fs::read(&output).map_err(|e| format!("cannot read {}: {e}", output.display()))
 }
 
+/// The floor program, compiled into the work directory.
+fn build_floor() -> Result<(), String> {
+    crate::run(
+        Command::new("gcc")
+            .args(["-O2", "-static", "-o"])
+            .arg(work_dir().join(FLOOR))
+            .arg(root().join("fixtures/bench/ldcache_floor.c")),
+    )
+    .map_err(|e| format!("{e} (is gcc installed, with libc6-dev? apt-get install -y gcc)"))
+}
+
 /// Where the placeholder soname is; it must occur exactly once, in the dynamic string table.
 fn placeholder_offset(template: &[u8]) -> Result<usize, String> {
     let found: Vec<usize> = template
@@ -229,16 +269,23 @@ fn copy_libraries(from: &Path, to: &Path) -> Result<(), String> {
 fn measure_in(work: &Path, ours: &Path) -> Result<Timings, String> {
     let root = work.join("root");
     same_entries(&root, ours)?;
-    let (mut ours_times, mut ldconfig_times) = (Vec::new(), Vec::new());
+    floor_reads_every_library(&root)?;
+    let (mut ours_times, mut ldconfig_times, mut floor_times) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..WARMUP_RUNS + RUNS {
         let ldconfig = timed(ldconfig_command(&root), "ldconfig")?;
         let ours = timed(ours_command(ours, &root), "nix2gpu-init ldcache")?;
+        let floor = timed(floor_command(&root), "the floor")?;
         if round >= WARMUP_RUNS {
             ldconfig_times.push(ldconfig);
             ours_times.push(ours);
+            floor_times.push(floor);
         }
     }
-    Ok(Timings { ours: Samples::new(ours_times), ldconfig: Samples::new(ldconfig_times) })
+    Ok(Timings {
+        ours: Samples::new(ours_times),
+        ldconfig: Samples::new(ldconfig_times),
+        floor: Samples::new(floor_times),
+    })
 }
 
 fn ldconfig_command(root: &Path) -> Command {
@@ -251,6 +298,22 @@ fn ours_command(ours: &Path, root: &Path) -> Command {
     let mut command = Command::new(ours);
     command.args(["ldcache", "--output"]).arg(root.join("ours.cache")).arg(root.join("libs"));
     command
+}
+
+fn floor_command(root: &Path) -> Command {
+    let mut command = Command::new(work_dir().join(FLOOR));
+    command.arg(root.join("libs"));
+    command
+}
+
+/// The floor must have read every library's dynamic section, or it measured less than ours does.
+fn floor_reads_every_library(root: &Path) -> Result<(), String> {
+    let output = floor_command(root).output().map_err(|e| format!("cannot run the floor: {e}"))?;
+    let read = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() || read.trim() != LIBRARIES.to_string() {
+        return Err(format!("the floor read {} libraries, not {LIBRARIES} ({})", read.trim(), output.status));
+    }
+    Ok(())
 }
 
 fn timed(mut command: Command, name: &str) -> Result<Duration, String> {
@@ -315,18 +378,19 @@ fn measure_on_tmpfs(ours: &Path) -> Result<Timings, String> {
     if !run.status.success() {
         return Err(format!("the tmpfs helper failed ({}): {}", run.status, run.stderr.trim()));
     }
-    let mut timings = (None, None);
+    let mut timings = (None, None, None);
     for line in run.stdout.lines() {
         let (tool, values) = line.split_once(' ').unwrap_or((line, ""));
         let samples = Some(Samples::new(isolated::durations(values)?));
         match tool {
             "ours" => timings.0 = samples,
             "ldconfig" => timings.1 = samples,
+            "floor" => timings.2 = samples,
             _ => return Err(format!("the tmpfs helper printed an unexpected line: {line:?}")),
         }
     }
     match timings {
-        (Some(ours), Some(ldconfig)) => Ok(Timings { ours, ldconfig }),
+        (Some(ours), Some(ldconfig), Some(floor)) => Ok(Timings { ours, ldconfig, floor }),
         _ => Err(format!("the tmpfs helper printed no timings: {}", run.stdout)),
     }
 }
