@@ -89,9 +89,22 @@ pub fn bind(path: &Path) -> io::Result<UnixDatagram> {
 /// Reads datagrams as they come and hands them to `sink`, until `sink` is closed. When the
 /// socket's file at `path` is deleted (a start-up script that cleans /run), it is bound again:
 /// a notify process sends to the path each time, so its next datagram finds the new socket.
-pub async fn serve(path: PathBuf, socket: UnixDatagram, sink: mpsc::Sender<Datagram>) {
+pub fn serve(path: PathBuf, socket: UnixDatagram, sink: mpsc::Sender<Datagram>) -> impl Future<Output = ()> {
+    // Watched now, not at the task's first poll, which comes after processes started (see
+    // control::socket::serve).
+    let removal = watch(&path);
+    serve_watched(path, socket, removal, sink)
+}
+
+/// [`serve`], with the socket's watch already in place.
+async fn serve_watched(
+    path: PathBuf,
+    socket: UnixDatagram,
+    removal: Option<Removal>,
+    sink: mpsc::Sender<Datagram>,
+) {
     let Some(mut socket) = register(socket) else { return };
-    let mut removal = watch(&path);
+    let mut removal = removal;
     let mut buffer = vec![0; MAX_DATAGRAM];
     loop {
         tokio::select! {

@@ -77,10 +77,24 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
 /// socket's file is deleted or moved away (a start-up script that cleans /run), it is bound
 /// again at once: `status`, and `health` in Docker's HEALTHCHECK, reach the init only through
 /// it, and a container whose health check cannot connect is declared unhealthy.
-pub async fn serve(path: PathBuf, listener: UnixListener, control: ControlHandle) {
+pub fn serve(path: PathBuf, listener: UnixListener, control: ControlHandle) -> impl Future<Output = ()> {
+    // Watched before the task is spawned, not at its first poll: that comes after the first
+    // processes started, and work of the init while a child still shares its memory (before
+    // its exec) slows the child down (see spawn::child).
+    let removal = watch(&path);
+    serve_watched(path, listener, removal, control)
+}
+
+/// [`serve`], with the socket's watch already in place.
+async fn serve_watched(
+    path: PathBuf,
+    listener: UnixListener,
+    removal: Option<Removal>,
+    control: ControlHandle,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut listener = listener;
-    let mut removal = watch(&path);
+    let mut removal = removal;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
