@@ -77,11 +77,10 @@ pub fn environment(
     passwd: &Path,
 ) -> BTreeMap<OsString, OsString> {
     let mut env: BTreeMap<OsString, OsString> = inherited.into_iter().collect();
-    let account = accounts::by_uid(passwd, uid);
+    // /etc/passwd is read only when HOME is not set (container runtimes set it).
     let home = env.get(OsStr::new("HOME")).cloned().unwrap_or_else(|| {
-        account
-            .as_ref()
-            .map_or_else(|| OsString::from(if uid == 0 { "/root" } else { "/" }), |a| OsString::from(&a.home))
+        accounts::by_uid(passwd, uid)
+            .map_or_else(|| OsString::from(if uid == 0 { "/root" } else { "/" }), |a| OsString::from(a.home))
     });
     let home_str = home.to_string_lossy().trim_end_matches('/').to_string();
     let runtime_dir = format!("/run/user/{uid}");
