@@ -63,8 +63,13 @@ impl Batch {
     }
 
     /// The lines, without their newlines.
-    pub fn lines(&self) -> impl DoubleEndedIterator<Item = &[u8]> {
-        self.text.strip_suffix(b"\n").unwrap_or(&self.text).split(|b| *b == b'\n')
+    pub fn lines(&self) -> Lines<'_> {
+        Lines { rest: &self.text }
+    }
+
+    /// The lines as they came, each ending in `\n`.
+    pub fn text(&self) -> &[u8] {
+        &self.text
     }
 
     pub fn line_count(&self) -> usize {
@@ -73,5 +78,70 @@ impl Batch {
 
     pub fn byte_len(&self) -> usize {
         self.text.len()
+    }
+}
+
+/// The lines of a [`Batch`], found with memchr: the output thread walks every line of every
+/// batch, and a byte-by-byte split was most of its time under a log flood.
+pub struct Lines<'a> {
+    /// What is left, each line ending in `\n`.
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', self.rest).unwrap_or(self.rest.len());
+        let (line, rest) = self.rest.split_at(end);
+        self.rest = rest.get(1..).unwrap_or_default();
+        Some(line)
+    }
+}
+
+impl DoubleEndedIterator for Lines<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let body = self.rest.strip_suffix(b"\n").unwrap_or(self.rest);
+        let start = memchr::memrchr(b'\n', body).map_or(0, |at| at + 1);
+        self.rest = self.rest.get(..start).unwrap_or_default();
+        body.get(start..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &[u8]) -> (Vec<&[u8]>, Vec<&[u8]>) {
+        let forward = Lines { rest: text }.collect();
+        let mut backward: Vec<&[u8]> = Lines { rest: text }.rev().collect();
+        backward.reverse();
+        (forward, backward)
+    }
+
+    #[test]
+    fn lines_come_out_the_same_from_either_end() {
+        for (text, expected) in [
+            (&b"one\ntwo\n"[..], vec![&b"one"[..], b"two"]),
+            (b"a\n\nb\n", vec![b"a", b"", b"b"]),
+            (b"\n", vec![b""]),
+            (b"", vec![]),
+            (b"no newline", vec![b"no newline"]),
+        ] {
+            let (forward, backward) = lines(text);
+            assert_eq!(forward, expected, "{text:?}");
+            assert_eq!(backward, expected, "{text:?}");
+        }
+        let mut both = Lines { rest: b"1\n2\n3\n" };
+        assert_eq!(both.next(), Some(&b"1"[..]));
+        assert_eq!(both.next_back(), Some(&b"3"[..]));
+        assert_eq!(both.next(), Some(&b"2"[..]));
+        assert_eq!(both.next_back(), None);
     }
 }

@@ -207,9 +207,19 @@ fn format(buffer: &mut Vec<u8>, style: Style, message: Message, flushed: &mut Ve
                     text_prefix(buffer, style, &batch.name, batch.time);
                     let prefix = buffer[start..].to_vec();
                     buffer.truncate(start);
-                    for line in batch.lines() {
+                    buffer.reserve(batch.byte_len() + batch.line_count() * prefix.len());
+                    // Each line with its newline, as it stands in the batch: one search and
+                    // two copies per line (this loop is the output thread's work in a flood).
+                    let text = batch.text();
+                    let mut start = 0;
+                    for end in memchr::memchr_iter(b'\n', text) {
                         buffer.extend_from_slice(&prefix);
-                        buffer.extend_from_slice(line);
+                        buffer.extend_from_slice(&text[start..=end]);
+                        start = end + 1;
+                    }
+                    if let Some(rest) = text.get(start..).filter(|rest| !rest.is_empty()) {
+                        buffer.extend_from_slice(&prefix);
+                        buffer.extend_from_slice(rest);
                         buffer.push(b'\n');
                     }
                 }

@@ -135,8 +135,8 @@ struct Reader {
     /// Where `logs --follow` clients listen.
     live: broadcast::Sender<Arc<Batch>>,
     /// One read buffer for every pipe: a read and the splitting of what it returned happen
-    /// with nothing in between. Allocated at the first read: services that never write (and
-    /// an init without services) do not need it.
+    /// with nothing in between. Allocated at the first read (services that never write, and
+    /// an init without services, do not need it), and again after a full read became a batch.
     buffer: Vec<u8>,
 }
 
@@ -211,17 +211,25 @@ impl Reader {
         let token = token as usize;
         let Some(pipe) = self.pipes.get_mut(token).and_then(Option::as_mut) else { return };
         let mut lines = Vec::new();
-        if self.buffer.is_empty() {
-            self.buffer = vec![0; READ_SIZE];
-        }
-        let ended = match nix::unistd::read(&pipe.fd, &mut self.buffer) {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let ended = match read_into(&pipe.fd, &mut buffer) {
             Ok(0) => true,
-            Ok(count) => {
-                pipe.splitter.push(&self.buffer[..count], &mut lines);
+            Ok(count) if count >= READ_SIZE / 2 => {
+                // A full read is kept as the batch when it can be (see `push_owned`); a small
+                // one is copied, so that a batch never holds a mostly empty 64 KiB.
+                self.buffer = pipe.splitter.push_owned(buffer, &mut lines).unwrap_or_default();
+                false
+            }
+            Ok(_) => {
+                pipe.splitter.push(&buffer, &mut lines);
+                self.buffer = buffer;
                 false
             }
             // A spurious wake-up: nothing to read after all.
-            Err(Errno::EAGAIN) => return,
+            Err(Errno::EAGAIN) => {
+                self.buffer = buffer;
+                return;
+            }
             Err(_) => true,
         };
         pipe.quiet_until = None;
@@ -327,6 +335,21 @@ fn readable(token: usize) -> EpollEvent {
 
 /// Makes a batch of `lines` (none if empty) and records it where it goes besides the output:
 /// the ready line's watch, the node's recent lines and the `logs --follow` clients.
+/// One read from `fd` into `buffer`, which is cleared first and given [`READ_SIZE`] of room;
+/// the bytes read become its contents.
+fn read_into(fd: &OwnedFd, buffer: &mut Vec<u8>) -> nix::Result<usize> {
+    buffer.clear();
+    buffer.reserve_exact(READ_SIZE);
+    let room = buffer.spare_capacity_mut();
+    // SAFETY: read(2) writes at most `room.len()` bytes into the buffer's spare capacity, which
+    // is allocated and exclusively borrowed for the call.
+    let count = unsafe { nix::libc::read(fd.as_raw_fd(), room.as_mut_ptr().cast(), room.len()) };
+    let count = Errno::result(count)?.unsigned_abs();
+    // SAFETY: the kernel initialized the first `count` bytes, and `count <= room.len()`.
+    unsafe { buffer.set_len(count) };
+    Ok(count)
+}
+
 fn record(
     target: &mut PumpTarget,
     live: &broadcast::Sender<Arc<Batch>>,
