@@ -3,9 +3,10 @@
 //! to the file and mapped by a read-only `PT_LOAD`.
 
 use goblin::elf::dynamic::{DT_NULL, DT_RPATH, DT_RUNPATH, DT_STRSZ, DT_STRTAB};
-use goblin::elf::program_header::{PF_R, PF_W, PF_X, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL};
+use goblin::elf::program_header::{PF_R, PT_GNU_PROPERTY, PT_INTERP, PT_LOAD, PT_NOTE, PT_NULL};
 use goblin::elf::section_header::{SHF_ALLOC, SHT_PROGBITS, SHT_STRTAB};
 use goblin::elf64::dynamic::SIZEOF_DYN;
+use goblin::elf64::header::SIZEOF_EHDR;
 use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
 use goblin::elf64::section_header::{SIZEOF_SHDR, SectionHeader};
 use scroll::{LE, Pwrite};
@@ -250,7 +251,9 @@ impl<'i, 's> Edit<'i, 's> {
             .filter(|segment| segment.p_type == PT_LOAD)
             .max_by_key(|segment| segment.p_vaddr)?;
         let ends_file = last.p_offset.checked_add(last.p_filesz) == Some(end);
-        let plain = last.p_memsz == last.p_filesz && last.p_flags & (PF_W | PF_X) == 0;
+        // Read-only and nothing else, as the segments this rewrite adds: OS- or
+        // processor-specific flag bits would apply to the appended bytes too.
+        let plain = last.p_memsz == last.p_filesz && last.p_flags == PF_R;
         (ends_file && plain).then_some(last)
     }
 
@@ -329,10 +332,17 @@ impl<'i, 's> Edit<'i, 's> {
 }
 
 /// Refuses writes that overlap (sorting them by offset): one would undo part of the other, and
-/// the result would not be what was planned. Only a crafted file places, say, the interpreter
-/// path inside the program header table; in a linker's output these parts never share bytes.
+/// the result would not be what was planned. Refuses writes into the ELF header too: it is not
+/// rewritten, and a write there would move where everything else is found. Only a crafted file
+/// places, say, the interpreter path inside the program header table or the ELF header; in a
+/// linker's output these parts never share bytes.
 fn check_disjoint(writes: &mut [(&'static str, u64, Vec<u8>)]) -> Result<()> {
     writes.sort_by_key(|(_, offset, _)| *offset);
+    if let Some((what, _, _)) = writes.first().filter(|(_, offset, _)| *offset < SIZEOF_EHDR as u64) {
+        return Err(format!(
+            "the {what} overlaps the ELF header in the file: rewriting it would damage the header"
+        ));
+    }
     for pair in writes.windows(2) {
         let [(first, offset, bytes), (second, next, _)] = pair else { continue };
         if offset.saturating_add(bytes.len() as u64) > *next {

@@ -178,6 +178,40 @@ fn rewriting_twice_changes_nothing_and_a_third_path_grows_the_added_segment() {
     assert_eq!(run(&program), "hello from the ELF fixture\n");
 }
 
+#[test]
+fn a_last_segment_with_more_than_the_read_flag_is_not_grown() {
+    // Found by the fuzzer (fuzz/ target `elf`): a last PT_LOAD that ends the file, readable,
+    // not writable or executable, but with an OS-specific flag bit, was grown, and the appended
+    // bytes were mapped with that bit too.
+    use goblin::elf::Elf;
+    use goblin::elf::program_header::{PF_R, PT_LOAD};
+    use goblin::elf64::header::Header;
+    use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
+    use scroll::{LE, Pread, Pwrite};
+
+    let scratch = Scratch::new("elf-flags");
+    let program = scratch.compile("hello.c", "hello", &["-no-pie"]);
+    set(&program, &scratch.long_loader(), None);
+    let mut bytes = fs::read(&program).unwrap();
+    let header: Header = bytes.pread_with(0, LE).unwrap();
+    let added_at = (0..usize::from(header.e_phnum))
+        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
+        .filter(|&at| bytes.pread_with::<ProgramHeader>(at, LE).unwrap().p_type == PT_LOAD)
+        .max_by_key(|&at| bytes.pread_with::<ProgramHeader>(at, LE).unwrap().p_vaddr)
+        .unwrap();
+    let mut added: ProgramHeader = bytes.pread_with(added_at, LE).unwrap();
+    assert_eq!(added.p_flags, PF_R, "the segment the first rewrite added");
+    added.p_flags = PF_R | 0x0010_0000;
+    bytes.pwrite_with(added, added_at, LE).unwrap();
+
+    let longer = format!("/{}/ld-linux-x86-64.so.2", "f".repeat(150));
+    if let Ok(Some(output)) = rewrite(&bytes, &longer, None) {
+        let elf = Elf::parse(&output).unwrap();
+        let same = elf.program_headers.iter().find(|segment| segment.p_flags == added.p_flags).unwrap();
+        assert_eq!((same.p_offset, same.p_filesz), (added.p_offset, added.p_filesz), "not grown");
+    }
+}
+
 /// hello linked against libgreeting.so in `lib/`, with extra link `flags` (e.g. an rpath).
 fn program_with_library(scratch: &Scratch, flags: &[&str]) -> PathBuf {
     let lib = scratch.path("lib");
@@ -337,5 +371,34 @@ fn parts_that_share_bytes_are_refused_not_half_rewritten() {
         error,
         "the PT_INTERP segment and the program header table overlap in the file: rewriting one would \
          damage the other"
+    );
+}
+
+#[test]
+fn nothing_is_written_over_the_elf_header() {
+    // Found by the fuzzer (fuzz/ target `elf`): a PT_INTERP at offset 24, inside the ELF header.
+    // The new path, with its padding, was written there in place and zeroed e_phoff, so the
+    // result's program headers were read from offset 0.
+    use goblin::elf::program_header::PT_INTERP;
+    use goblin::elf64::header::Header;
+    use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
+    use scroll::{LE, Pread, Pwrite};
+
+    let scratch = Scratch::new("elf-header");
+    let mut program = fs::read(scratch.compile("hello.c", "hello", &[])).unwrap();
+    let header: Header = program.pread_with(0, LE).unwrap();
+    let interp_at = (0..usize::from(header.e_phnum))
+        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
+        .find(|&at| program.pread_with::<ProgramHeader>(at, LE).unwrap().p_type == PT_INTERP)
+        .unwrap();
+    let mut interp: ProgramHeader = program.pread_with(interp_at, LE).unwrap();
+    (interp.p_offset, interp.p_filesz) = (24, 28);
+    program.pwrite_with(interp, interp_at, LE).unwrap();
+    assert!(read_interpreter(&program).is_ok(), "the crafted file still reads");
+
+    let error = rewrite(&program, "/l", None).unwrap_err();
+    assert_eq!(
+        error,
+        "the PT_INTERP segment overlaps the ELF header in the file: rewriting it would damage the header"
     );
 }
