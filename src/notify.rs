@@ -100,11 +100,10 @@ pub fn serve(path: PathBuf, socket: UnixDatagram, sink: mpsc::Sender<Datagram>) 
 async fn serve_watched(
     path: PathBuf,
     socket: UnixDatagram,
-    removal: Option<Removal>,
+    mut removal: Option<Removal>,
     sink: mpsc::Sender<Datagram>,
 ) {
     let Some(mut socket) = register(socket) else { return };
-    let mut removal = removal;
     let mut buffer = vec![0; MAX_DATAGRAM];
     loop {
         tokio::select! {

@@ -88,13 +88,11 @@ pub fn serve(path: PathBuf, listener: UnixListener, control: ControlHandle) -> i
 /// [`serve`], with the socket's watch already in place.
 async fn serve_watched(
     path: PathBuf,
-    listener: UnixListener,
-    removal: Option<Removal>,
+    mut listener: UnixListener,
+    mut removal: Option<Removal>,
     control: ControlHandle,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut listener = listener;
-    let mut removal = removal;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -303,6 +303,13 @@ struct Runnable {
     rewritten: bool,
 }
 
+/// Says why the injected nvidia-smi at `path` could not be made to run (`action` failed), and
+/// the report that carries it.
+fn unfixable(path: PathBuf, action: &str, error: String) -> NvidiaSmi {
+    println!("cannot {action} {}: {error}", path.display());
+    NvidiaSmi { path, rewritten: false, exit_code: None, error: Some(error) }
+}
+
 /// Finds the injected nvidia-smi; if its interpreter is not the image's loader, a copy in
 /// the node's bin directory gets that loader and a RUNPATH to the driver. Returns the program
 /// to run, or the report of why it cannot be fixed.
@@ -310,13 +317,7 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<Result<Runnab
     let injected = find_nvidia_smi(&settings.bin_dir)?;
     let Some(loader) = settings.loader.clone().or_else(discover_loader) else {
         let error = "no dynamic loader found in the image (set nix2gpu.gpu.loader)".to_string();
-        println!("cannot fix {}: {error}", injected.display());
-        return Some(Err(NvidiaSmi {
-            path: injected,
-            rewritten: false,
-            exit_code: None,
-            error: Some(error),
-        }));
+        return Some(Err(unfixable(injected, "fix", error)));
     };
     let interpreter = elf::file_interpreter(&injected).ok().flatten();
     let own_copy = interpreter.as_deref().map(Path::new) != Some(loader.as_path()) || !loader.exists();
@@ -330,15 +331,7 @@ fn fix_nvidia_smi(settings: &GpuNode, driver_dir: &Path) -> Option<Result<Runnab
         });
         match made {
             Ok(outcome) => (copy, outcome == elf::Outcome::Written),
-            Err(error) => {
-                println!("cannot rewrite {}: {error}", injected.display());
-                return Some(Err(NvidiaSmi {
-                    path: injected,
-                    rewritten: false,
-                    exit_code: None,
-                    error: Some(error),
-                }));
-            }
+            Err(error) => return Some(Err(unfixable(injected, "rewrite", error))),
         }
     };
     if rewritten {

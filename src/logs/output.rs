@@ -64,7 +64,6 @@ struct Writer {
 }
 
 static OUTPUT: OnceLock<Output> = OnceLock::new();
-static STYLE: OnceLock<Style> = OnceLock::new();
 
 impl Output {
     /// Routes the init's own lines through the writer from now on; the thread starts with the
@@ -75,7 +74,6 @@ impl Output {
         let writer =
             Arc::new(Writer { waiting: Mutex::new(Some(receiver)), running: OnceLock::new(), style });
         let output = Output { sender, credit, writer };
-        let _ = STYLE.set(style);
         let _ = OUTPUT.set(output.clone());
         output
     }

@@ -333,8 +333,6 @@ fn readable(token: usize) -> EpollEvent {
     EpollEvent::new(EpollFlags::EPOLLIN, token as u64)
 }
 
-/// Makes a batch of `lines` (none if empty) and records it where it goes besides the output:
-/// the ready line's watch, the node's recent lines and the `logs --follow` clients.
 /// One read from `fd` into `buffer`, which is cleared first and given [`READ_SIZE`] of room;
 /// the bytes read become its contents.
 fn read_into(fd: &OwnedFd, buffer: &mut Vec<u8>) -> nix::Result<usize> {
@@ -350,6 +348,8 @@ fn read_into(fd: &OwnedFd, buffer: &mut Vec<u8>) -> nix::Result<usize> {
     Ok(count)
 }
 
+/// Makes a batch of `lines` (none if empty) and records it where it goes besides the output:
+/// the ready line's watch, the node's recent lines and the `logs --follow` clients.
 fn record(
     target: &mut PumpTarget,
     live: &broadcast::Sender<Arc<Batch>>,

@@ -9,9 +9,8 @@
 //!   in a row, on one CPU; a shell that starts services in the background does not wait, and
 //!   a thousand `sleep`s took it a quarter of the time they took an init that waited.
 //!
-//! While a child has not exec'd, the init's own work competes with it: changes to the shared
-//! memory map have to reach the CPU the child runs on, and on a two-CPU machine the two simply
-//! share the CPUs. Binding the control socket after the main process started made
+//! While a child has not exec'd, the init's own work competes with it (for the CPUs, and for
+//! the memory map they share). Binding the control socket after the main process started made
 //! `INIT -- /bin/true` 190 µs slower than binding it before, so what the init sets up at boot
 //! (sockets and their watches included) is done before the first start.
 //!

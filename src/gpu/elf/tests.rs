@@ -178,6 +178,25 @@ fn rewriting_twice_changes_nothing_and_a_third_path_grows_the_added_segment() {
     assert_eq!(run(&program), "hello from the ELF fixture\n");
 }
 
+/// Each program header of a 64-bit little-endian ELF image with its offset in the file, for
+/// tests that craft a file by editing one header in place.
+fn program_headers_at(bytes: &[u8]) -> Vec<(usize, goblin::elf64::program_header::ProgramHeader)> {
+    use goblin::elf64::header::Header;
+    use goblin::elf64::program_header::SIZEOF_PHDR;
+    use scroll::{LE, Pread};
+    let header: Header = bytes.pread_with(0, LE).unwrap();
+    (0..usize::from(header.e_phnum))
+        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
+        .map(|at| (at, bytes.pread_with(at, LE).unwrap()))
+        .collect()
+}
+
+/// The offset of the `PT_INTERP` header and the header itself.
+fn interp_header(bytes: &[u8]) -> (usize, goblin::elf64::program_header::ProgramHeader) {
+    use goblin::elf::program_header::PT_INTERP;
+    program_headers_at(bytes).into_iter().find(|(_, header)| header.p_type == PT_INTERP).unwrap()
+}
+
 #[test]
 fn a_last_segment_with_more_than_the_read_flag_is_not_grown() {
     // Found by the fuzzer (fuzz/ target `elf`): a last PT_LOAD that ends the file, readable,
@@ -185,21 +204,17 @@ fn a_last_segment_with_more_than_the_read_flag_is_not_grown() {
     // bytes were mapped with that bit too.
     use goblin::elf::Elf;
     use goblin::elf::program_header::{PF_R, PT_LOAD};
-    use goblin::elf64::header::Header;
-    use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
-    use scroll::{LE, Pread, Pwrite};
+    use scroll::{LE, Pwrite};
 
     let scratch = Scratch::new("elf-flags");
     let program = scratch.compile("hello.c", "hello", &["-no-pie"]);
     set(&program, &scratch.long_loader(), None);
     let mut bytes = fs::read(&program).unwrap();
-    let header: Header = bytes.pread_with(0, LE).unwrap();
-    let added_at = (0..usize::from(header.e_phnum))
-        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
-        .filter(|&at| bytes.pread_with::<ProgramHeader>(at, LE).unwrap().p_type == PT_LOAD)
-        .max_by_key(|&at| bytes.pread_with::<ProgramHeader>(at, LE).unwrap().p_vaddr)
+    let (added_at, mut added) = program_headers_at(&bytes)
+        .into_iter()
+        .filter(|(_, header)| header.p_type == PT_LOAD)
+        .max_by_key(|(_, header)| header.p_vaddr)
         .unwrap();
-    let mut added: ProgramHeader = bytes.pread_with(added_at, LE).unwrap();
     assert_eq!(added.p_flags, PF_R, "the segment the first rewrite added");
     added.p_flags = PF_R | 0x0010_0000;
     bytes.pwrite_with(added, added_at, LE).unwrap();
@@ -348,19 +363,14 @@ fn parts_that_share_bytes_are_refused_not_half_rewritten() {
     // Found by the fuzzer (fuzz/ target `elf`): a PT_INTERP inside the program header table.
     // The new path was written in place, then the table written back over it, and the result
     // named neither loader.
-    use goblin::elf::program_header::PT_INTERP;
     use goblin::elf64::header::Header;
-    use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
+    use goblin::elf64::program_header::SIZEOF_PHDR;
     use scroll::{LE, Pread, Pwrite};
 
     let scratch = Scratch::new("elf-overlap");
     let mut program = fs::read(scratch.compile("hello.c", "hello", &[])).unwrap();
     let header: Header = program.pread_with(0, LE).unwrap();
-    let interp_at = (0..usize::from(header.e_phnum))
-        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
-        .find(|&at| program.pread_with::<ProgramHeader>(at, LE).unwrap().p_type == PT_INTERP)
-        .unwrap();
-    let mut interp: ProgramHeader = program.pread_with(interp_at, LE).unwrap();
+    let (interp_at, mut interp) = interp_header(&program);
     (interp.p_offset, interp.p_filesz) = (header.e_phoff, SIZEOF_PHDR as u64);
     program.pwrite_with(interp, interp_at, LE).unwrap();
     // The first header's type (PT_PHDR, 6) is now the "path": a 6 then NULs.
@@ -379,19 +389,11 @@ fn nothing_is_written_over_the_elf_header() {
     // Found by the fuzzer (fuzz/ target `elf`): a PT_INTERP at offset 24, inside the ELF header.
     // The new path, with its padding, was written there in place and zeroed e_phoff, so the
     // result's program headers were read from offset 0.
-    use goblin::elf::program_header::PT_INTERP;
-    use goblin::elf64::header::Header;
-    use goblin::elf64::program_header::{ProgramHeader, SIZEOF_PHDR};
-    use scroll::{LE, Pread, Pwrite};
+    use scroll::{LE, Pwrite};
 
     let scratch = Scratch::new("elf-header");
     let mut program = fs::read(scratch.compile("hello.c", "hello", &[])).unwrap();
-    let header: Header = program.pread_with(0, LE).unwrap();
-    let interp_at = (0..usize::from(header.e_phnum))
-        .map(|index| header.e_phoff as usize + index * SIZEOF_PHDR)
-        .find(|&at| program.pread_with::<ProgramHeader>(at, LE).unwrap().p_type == PT_INTERP)
-        .unwrap();
-    let mut interp: ProgramHeader = program.pread_with(interp_at, LE).unwrap();
+    let (interp_at, mut interp) = interp_header(&program);
     (interp.p_offset, interp.p_filesz) = (24, 28);
     program.pwrite_with(interp, interp_at, LE).unwrap();
     assert!(read_interpreter(&program).is_ok(), "the crafted file still reads");
