@@ -20,14 +20,14 @@
 //! memory and descriptors under restarts, probes, orphans and log traffic; replaces its part.
 
 mod census;
-mod contenders;
+pub mod contenders;
 mod elf;
 mod gpu;
 mod isolated;
 mod ldcache;
 mod log_rate;
-mod measure;
-mod process;
+pub mod measure;
+pub mod process;
 mod report;
 mod services;
 mod services_report;

@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod hot_code;
 mod image;
 mod nvidia;
 mod static_build;
@@ -32,6 +33,8 @@ cargo xtask <task>
   bench gpu      only the gpu node against nix2gpu's shell steps: replaces its part
   bench soak     ten minutes of restarts, probes and log traffic: the init's memory and
                  descriptors over time, into its part of BENCHMARKS.md (not in `bench`)
+  hot-code       trace the functions the init runs at start-up and while it supervises,
+                 write them to src/hot-code.order (the linker places them together), relink
   fuzz [--seconds N] [TARGET...]
                  build the fuzz targets of fuzz/ (cargo +nightly fuzz), run each (or those
                  named) for N seconds (default 60), report executions and crashes; fails if
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         "demo" => demo::run(),
         "image" => image::build(),
         "bench" => bench::run(std::env::args().nth(2).as_deref()),
+        "hot-code" => hot_code::generate(),
         "fuzz" => fuzz::run_all(&std::env::args().skip(2).collect::<Vec<_>>()),
         _ => {
             println!("{HELP}");

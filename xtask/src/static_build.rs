@@ -1,12 +1,17 @@
 //! The static release binary: glibc linked in (crt-static) for the explicit target only, so
 //! build scripts and proc-macros stay dynamic (the `build-static` alias in .cargo/config.toml).
 
+use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{root, run};
+use crate::{hot_code, root, run};
 
-/// Builds the binary and checks that `file` calls it statically linked.
+/// Below this share of src/hot-code.order found in the link, the build says to regenerate it.
+const STALE_BELOW: f64 = 0.9;
+
+/// Builds the binary, checks that `file` calls it statically linked, and says when the hot-code
+/// order no longer matches this link.
 pub fn build() -> Result<PathBuf, String> {
     run(Command::new(env!("CARGO")).current_dir(root()).args(["build-static", "--quiet"]))?;
     let binary = root().join("target/x86_64-unknown-linux-gnu/release/nix2gpu-init");
@@ -19,5 +24,26 @@ pub fn build() -> Result<PathBuf, String> {
     if !description.contains("static") {
         return Err(format!("{} is not static: {description}", binary.display()));
     }
+    let (found, listed) = order_coverage()?;
+    if (found as f64) < STALE_BELOW * listed as f64 {
+        eprintln!(
+            "build-static: only {found} of the {listed} functions in {} are in this link (a new \
+             toolchain or lock file renames them): run `cargo xtask hot-code`",
+            hot_code::ORDER
+        );
+    }
     Ok(binary)
+}
+
+/// The map lld wrote at the last static link.
+pub fn link_map() -> Result<String, String> {
+    let path = hot_code::map_path(&root().join("target"))?;
+    fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// How many of the functions src/hot-code.order lists the last link has: (found, listed).
+pub fn order_coverage() -> Result<(usize, usize), String> {
+    let order = root().join(hot_code::ORDER);
+    let order = fs::read_to_string(&order).map_err(|e| format!("cannot read {}: {e}", order.display()))?;
+    Ok(hot_code::coverage(&hot_code::text_functions(&link_map()?)?, &order))
 }
