@@ -144,7 +144,8 @@ fn measure_all(contenders: &[Contender], ours: &Path, storm: &Path) -> Result<me
     let (storm, zombies, storm_notes) = measure::orphan_storm(contenders, storm)?;
     notes.extend(storm_notes);
     let sizes = measure::sizes(contenders)?;
-    Ok(measure::Results { startup, rss_kb, storm, zombies, sizes, notes })
+    let hot_code = crate::static_build::order_coverage()?;
+    Ok(measure::Results { startup, rss_kb, storm, zombies, sizes, notes, hot_code })
 }
 
 /// The supervisor measurements in turn, rendered as the second part of the report.

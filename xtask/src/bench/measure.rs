@@ -93,6 +93,8 @@ pub struct Results {
     pub sizes: Vec<Size>,
     /// Anything a contender printed on stderr, e.g. a warning about not being PID 1.
     pub notes: Vec<String>,
+    /// How many of the functions src/hot-code.order lists our binary has: (found, listed).
+    pub hot_code: (usize, usize),
 }
 
 /// Runs each init once, not as PID 1, to see whether it refuses (an error: the startup numbers
