@@ -12,6 +12,7 @@
 //! still matches, and running this task again brings it up to date.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -190,7 +191,7 @@ struct Scenario {
 /// bench); PID 1 with a shell and sleeping children (the memory bench, which runs ours at warn;
 /// the same at the default level, and with an empty and a large environment); PID 1 supervising
 /// services that log, depend on each other and ask `status` and `logs`, until a SIGTERM to the
-/// init is forwarded to the main process and ends it (128 + 15).
+/// init is forwarded to the main process and ends it (128 + 15); then the tools.
 fn scenarios(binary: &Path, work: &Path) -> Result<Vec<Scenario>, String> {
     let init = binary.as_os_str().to_owned();
     let mut startup = contenders::in_private_mounts(&[init.clone(), "--".into(), "/bin/true".into()]);
@@ -223,14 +224,54 @@ fn scenarios(binary: &Path, work: &Path) -> Result<Vec<Scenario>, String> {
         "-c".as_ref(),
         "sleep 0.6; kill -TERM 1; sleep 5".as_ref(),
     ]));
-    Ok(vec![
+    let tools = tool_scenarios(&init, work);
+    Ok([
         Scenario { name: "startup", command: startup, code: 0 },
         Scenario { name: "sleepers", command: sleepers, code: 0 },
         Scenario { name: "quiet-sleepers", command: quiet_sleepers, code: 0 },
         Scenario { name: "bare-env-sleepers", command: bare_env_sleepers, code: 0 },
         Scenario { name: "large-env-sleepers", command: large_env_sleepers, code: 0 },
         Scenario { name: "services", command: services, code: 128 + 15 },
-    ])
+    ]
+    .into_iter()
+    .chain(tools)
+    .collect())
+}
+
+/// The init's tools, whose start-up the ELF and ld.so.cache benches time: a loader cache for the
+/// system's library directory, and the interpreter of a copy of /bin/true set and printed. They
+/// come after the PID-1 scenarios, so their code goes after the init's.
+fn tool_scenarios(init: &OsStr, work: &Path) -> Vec<Scenario> {
+    let tool = |name, args: &[&OsStr]| {
+        let mut command = Command::new(init);
+        command.args(args);
+        Scenario { name, command, code: 0 }
+    };
+    let cache = work.join("ld.so.cache");
+    let rewritten = work.join("true");
+    vec![
+        tool(
+            "ldcache",
+            &[
+                "ldcache".as_ref(),
+                "--output".as_ref(),
+                cache.as_os_str(),
+                "/usr/lib/x86_64-linux-gnu".as_ref(),
+            ],
+        ),
+        tool(
+            "set-interpreter",
+            &[
+                "set-interpreter".as_ref(),
+                "--interpreter".as_ref(),
+                "/lib64/ld-linux-x86-64.so.2".as_ref(),
+                "--output".as_ref(),
+                rewritten.as_os_str(),
+                "/bin/true".as_ref(),
+            ],
+        ),
+        tool("print-interpreter", &["print-interpreter".as_ref(), "/bin/true".as_ref()]),
+    ]
 }
 
 /// Three services: one logging lines, one waiting for it, and one asking the init for its status
