@@ -31,7 +31,7 @@ pub mod process;
 mod report;
 mod services;
 mod services_report;
-mod soak;
+pub mod soak;
 mod supervisors;
 
 use std::fs;

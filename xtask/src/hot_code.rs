@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::bench::{contenders, measure, process};
+use crate::bench::{contenders, measure, process, soak};
 use crate::{root, static_build};
 
 /// The ordering file, relative to the workspace root.
@@ -190,8 +190,8 @@ struct Scenario {
 /// What the benches and users run, each ending by itself: start-up not as PID 1 (the startup
 /// bench); PID 1 with a shell and sleeping children (the memory bench, which runs ours at warn;
 /// the same at the default level, and with an empty and a large environment); PID 1 supervising
-/// services that log, depend on each other and ask `status` and `logs`, until a SIGTERM to the
-/// init is forwarded to the main process and ends it (128 + 15); then the tools.
+/// services (see `services_config`) until a SIGTERM to the init is forwarded to the main process
+/// and ends it (128 + 15); then the tools.
 fn scenarios(binary: &Path, work: &Path) -> Result<Vec<Scenario>, String> {
     let init = binary.as_os_str().to_owned();
     let mut startup = contenders::in_private_mounts(&[init.clone(), "--".into(), "/bin/true".into()]);
@@ -213,7 +213,7 @@ fn scenarios(binary: &Path, work: &Path) -> Result<Vec<Scenario>, String> {
     let mut large_env_sleepers = contenders::as_pid1(&sleepers_argv);
     large_env_sleepers.envs((0..200).map(|n| (format!("HOT_CODE_{n}"), n.to_string())));
     let config = work.join("services.yaml");
-    fs::write(&config, services_config(binary))
+    fs::write(&config, services_config(binary, soak::free_port()?))
         .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
     let services = contenders::as_pid1(&contenders::argv(&[
         init.as_os_str(),
@@ -222,7 +222,7 @@ fn scenarios(binary: &Path, work: &Path) -> Result<Vec<Scenario>, String> {
         "--".as_ref(),
         "sh".as_ref(),
         "-c".as_ref(),
-        "sleep 0.6; kill -TERM 1; sleep 5".as_ref(),
+        "sleep 1; kill -TERM 1; sleep 5".as_ref(),
     ]));
     let tools = tool_scenarios(&init, work);
     Ok([
@@ -274,22 +274,32 @@ fn tool_scenarios(init: &OsStr, work: &Path) -> Vec<Scenario> {
     ]
 }
 
-/// Three services: one logging lines, one waiting for it, and one asking the init for its status
-/// and logs through the control socket.
-fn services_config(binary: &Path) -> String {
+/// Services that log, wait for each other, are probed in every way (exec, http_get against
+/// Python's web server, tcp_socket), crash and are restarted, and one that asks the init for its
+/// status and logs through the control socket.
+fn services_config(binary: &Path, port: u16) -> String {
     let init = binary.display();
     format!(
-        "processes:\n\
-         \x20 web:\n\
-         \x20   command: \"while :; do echo request served; sleep 0.05; done\"\n\
-         \x20 worker:\n\
-         \x20   command: \"echo worker up; exec sleep 100\"\n\
-         \x20   depends_on:\n\
-         \x20     web: {{condition: process_started}}\n\
-         \x20 ask:\n\
-         \x20   command: \"sleep 0.3; {init} status; {init} logs -n 3 web\"\n\
-         \x20   depends_on:\n\
-         \x20     worker: {{condition: process_started}}\n"
+        r#"processes:
+  web:
+    command: "while :; do echo request served; sleep 0.05; done"
+  worker:
+    command: "echo worker up; exec sleep 100"
+    depends_on: {{web: {{condition: process_started}}}}
+  server:
+    entrypoint: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
+    readiness_probe: {{http_get: {{port: {port}, path: /}}, period_seconds: 0.1}}
+    liveness_probe: {{tcp_socket: {{port: {port}}}, period_seconds: 0.1}}
+  checked:
+    command: exec sleep 100
+    readiness_probe: {{exec: {{command: "true"}}, period_seconds: 0.1}}
+  crasher:
+    command: "echo crashing; exit 1"
+    availability: {{restart: on_failure, backoff_seconds: 0.05, max_restarts: 3}}
+  ask:
+    command: "sleep 0.5; {init} status; {init} logs -n 3 web"
+    depends_on: {{worker: {{condition: process_started}}, server: {{condition: process_healthy}}}}
+"#
     )
 }
 

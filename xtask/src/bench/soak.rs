@@ -137,7 +137,8 @@ processes:
     )
 }
 
-fn free_port() -> Result<u16, String> {
+/// A TCP port on 127.0.0.1 that nothing listens on now.
+pub fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())
