@@ -136,7 +136,7 @@ fn parse_addresses(text: &str) -> Result<Vec<u64>, String> {
 }
 
 /// The ordering file: a comment saying what it is, then every name of every entered function,
-/// in the order first entered (lld ignores what follows a `#`).
+/// in the order first entered (lld skips lines that start with `#`).
 fn order_file(functions: &Functions, entered: &[u64]) -> String {
     let mut text = String::from(
         "# The functions nix2gpu-init runs at start-up and while it supervises, in the order they\n\
@@ -154,7 +154,7 @@ fn order_file(functions: &Functions, entered: &[u64]) -> String {
     text
 }
 
-/// The names of an ordering file, comments and blank lines left out.
+/// The names of an ordering file, comments and blank lines left out (no symbol name holds a `#`).
 fn ordered_names(order: &str) -> Vec<String> {
     order
         .lines()
