@@ -213,10 +213,22 @@ impl Builtins {
             .collect()
     }
 
-    /// The services that run the built-ins, `exe` being this binary.
-    pub fn services(&self, exe: &Path) -> Vec<Service> {
-        self.nodes.iter().map(|node| service(node, exe)).collect()
+    /// The services that run the built-ins, each this binary with a subcommand. The binary's
+    /// path is looked up only when there are built-ins: a boot without them (this runs at every
+    /// boot) reads no /proc/self/exe.
+    pub fn services(&self) -> Vec<Service> {
+        if self.nodes.is_empty() {
+            return Vec::new();
+        }
+        let exe = this_binary();
+        self.nodes.iter().map(|node| service(node, &exe)).collect()
     }
+}
+
+/// This binary, which the built-in nodes run. `/proc/self/exe` works as well when the path
+/// cannot be read (after exec it names the program that execs it, this same binary).
+fn this_binary() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
 
 /// Whether `name` is one of the built-in nodes, enabled or not.

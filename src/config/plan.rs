@@ -127,9 +127,7 @@ pub(super) fn plan_trusting(
         issues.extend(process_issues);
         services.extend(service);
     }
-    if !builtins.nodes.is_empty() {
-        services.extend(builtins.services(&this_binary()));
-    }
+    services.extend(builtins.services());
     if !issues.is_empty() {
         let errors = issues.into_iter().map(|issue| config.provenance.locate(issue)).collect();
         let files: Vec<PathBuf> = config.provenance.paths().map(Path::to_path_buf).collect();
@@ -146,12 +144,6 @@ pub(super) fn plan_trusting(
 /// The environment as text (a variable that is not UTF-8 is read lossily).
 fn strings(env: &BTreeMap<OsString, OsString>) -> BTreeMap<String, String> {
     env.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect()
-}
-
-/// This binary, which the built-in nodes run. `/proc/self/exe` works as well when the path
-/// cannot be read (after exec it names the program that execs it, this same binary).
-fn this_binary() -> PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
 }
 
 /// What all processes share.

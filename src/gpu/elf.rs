@@ -50,16 +50,20 @@ pub fn read_interpreter(bytes: &[u8]) -> Result<Option<String>> {
 /// The interpreter of the ELF file at `file`, read from its headers only (an executable may be
 /// many megabytes); `None` for a static one. Errors name the file.
 pub fn file_interpreter(file: &Path) -> Result<Option<String>> {
-    let (input, size) = open(file)?;
-    let source = FileSource::new(&input, size).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    interpreter(&source).map_err(|e| format!("{}: {e}", file.display()))
+    let (input, metadata) = open(file)?;
+    interpreter(&read_head(&input, &metadata, file)?).map_err(|e| format!("{}: {e}", file.display()))
 }
 
-/// `file` opened for reading, and its size.
-fn open(file: &Path) -> Result<(File, u64)> {
+/// `file` opened for reading, and what it is (its size and mode).
+fn open(file: &Path) -> Result<(File, fs::Metadata)> {
     let input = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
     let metadata = input.metadata().map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
-    Ok((input, metadata.len()))
+    Ok((input, metadata))
+}
+
+/// `input` (the file at `file`) as a source of its bytes, its head read.
+fn read_head<'f>(input: &'f File, metadata: &fs::Metadata, file: &Path) -> Result<FileSource<'f>> {
+    FileSource::new(input, metadata.len()).map_err(|e| format!("cannot read {}: {e}", file.display()))
 }
 
 fn interpreter(source: &dyn Source) -> Result<Option<String>> {
@@ -103,10 +107,8 @@ pub fn set_interpreter(
     runpath: Option<&str>,
     output: Option<&Path>,
 ) -> Result<Outcome> {
-    let input = File::open(file).map_err(|e| format!("cannot open {}: {e}", file.display()))?;
-    let metadata = input.metadata().map_err(|e| format!("cannot stat {}: {e}", file.display()))?;
-    let source = FileSource::new(&input, metadata.len())
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let (input, metadata) = open(file)?;
+    let source = read_head(&input, &metadata, file)?;
     let patch = plan(&source, interpreter, runpath).map_err(|e| format!("{}: {e}", file.display()))?;
     let target = match output {
         None if patch.is_empty() => return Ok(Outcome::AlreadySet),

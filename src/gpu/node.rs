@@ -70,6 +70,13 @@ pub struct NvidiaSmi {
     pub error: Option<String>,
 }
 
+impl NvidiaSmi {
+    /// The report of a program that was not run, or not made runnable, and why.
+    fn failed(path: PathBuf, rewritten: bool, error: String) -> NvidiaSmi {
+        NvidiaSmi { path, rewritten, exit_code: None, error: Some(error) }
+    }
+}
+
 /// Runs the node; the process's exit code.
 pub fn run(settings: GpuNode) -> i32 {
     let vars: BTreeMap<String, String> = std::env::vars_os().map(|(k, v)| (lossy(k), lossy(v))).collect();
@@ -307,7 +314,7 @@ struct Runnable {
 /// the report that carries it.
 fn unfixable(path: PathBuf, action: &str, error: String) -> NvidiaSmi {
     println!("cannot {action} {}: {error}", path.display());
-    NvidiaSmi { path, rewritten: false, exit_code: None, error: Some(error) }
+    NvidiaSmi::failed(path, false, error)
 }
 
 /// Finds the injected nvidia-smi; if its interpreter is not the image's loader, a copy in
@@ -362,12 +369,7 @@ fn check_runs(ready: &Runnable) -> NvidiaSmi {
 
 /// The report of a check that did not run.
 fn not_run(ready: &Runnable, why: &str) -> NvidiaSmi {
-    NvidiaSmi {
-        path: ready.path.clone(),
-        rewritten: ready.rewritten,
-        exit_code: None,
-        error: Some(why.into()),
-    }
+    NvidiaSmi::failed(ready.path.clone(), ready.rewritten, why.into())
 }
 
 /// `checked`, once its line is in the log.

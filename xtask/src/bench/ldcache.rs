@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::isolated;
-use super::measure::Samples;
+use super::measure::{self, Samples};
 use super::process::run_timed;
 use super::report::{self, Table, millis, secs};
 use crate::root;
@@ -227,13 +227,7 @@ fn build_template() -> Result<Vec<u8>, String> {
 
 /// The floor program, compiled into the work directory.
 fn build_floor() -> Result<(), String> {
-    crate::run(
-        Command::new("gcc")
-            .args(["-O2", "-static", "-o"])
-            .arg(work_dir().join(FLOOR))
-            .arg(root().join("fixtures/bench/ldcache_floor.c")),
-    )
-    .map_err(|e| format!("{e} (is gcc installed, with libc6-dev? apt-get install -y gcc)"))
+    measure::compile("fixtures/bench/ldcache_floor.c", &work_dir().join(FLOOR), &["-static"])
 }
 
 /// Where the placeholder soname is; it must occur exactly once, in the dynamic string table.

@@ -93,8 +93,9 @@ pub struct Results {
     pub sizes: Vec<Size>,
     /// Anything a contender printed on stderr, e.g. a warning about not being PID 1.
     pub notes: Vec<String>,
-    /// How many of the functions src/hot-code.order lists our binary has: (found, listed).
-    pub hot_code: (usize, usize),
+    /// How many of the functions src/hot-code.order lists our binary has: (found, listed);
+    /// None if it was linked without the order.
+    pub hot_code: Option<(usize, usize)>,
 }
 
 /// Runs each init once, not as PID 1, to see whether it refuses (an error: the startup numbers
@@ -207,12 +208,22 @@ pub fn compile_fixture(source: &str, name: &str) -> Result<PathBuf, String> {
     let dir = root().join("target/bench");
     fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let binary = dir.join(name);
-    let source = root().join(source);
-    crate::run(
-        Command::new("gcc").args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"]).arg(&binary).arg(&source),
-    )
-    .map_err(|e| format!("{e} (is gcc installed? apt-get install -y gcc)"))?;
+    compile(source, &binary, &[])?;
     Ok(binary)
+}
+
+/// Compiles a C fixture (a path from the workspace root) into `binary` with gcc, warnings as
+/// errors, and `flags` besides.
+pub fn compile(source: &str, binary: &Path, flags: &[&str]) -> Result<(), String> {
+    crate::run(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Wextra", "-Werror"])
+            .args(flags)
+            .arg("-o")
+            .arg(binary)
+            .arg(root().join(source)),
+    )
+    .map_err(|e| format!("{e} (is gcc installed, with libc6-dev? apt-get install -y gcc)"))
 }
 
 /// Storm timings (round-robin like startup) and, per init, the zombies left after a storm.

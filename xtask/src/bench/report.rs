@@ -257,9 +257,12 @@ pub fn target(name: String, threshold: String, measured: Option<String>, pass: b
     ]
 }
 
-fn notes_section(measured: &[String], (found, listed): (usize, usize)) -> String {
+fn notes_section(measured: &[String], hot_code: Option<(usize, usize)>) -> String {
     let mut notes = vec![
-        format!("Ours is linked with the code it runs placed first (README, Building: hot code first): {found} of the {listed} functions src/hot-code.order lists are in this build."),
+        match hot_code {
+            Some((found, listed)) => format!("Ours is linked with the code it runs placed first (README, Building: hot code first): {found} of the {listed} functions src/hot-code.order lists are in this build."),
+            None => "Ours is linked without src/hot-code.order (this rustc does not link with lld: see build.rs), so its code is not placed first.".to_string(),
+        },
         "Ours runs with `NIX2GPU_LOG=warn` everywhere: at its default level (info) it logs a line when the main process starts and one when it exits, which the peers do not.".to_string(),
         "tini-static gets `-s` (register as a child subreaper): without it, when not PID 1, tini warns on stderr that zombies will not be reaped. catatonit registers itself as a subreaper when not PID 1 on its own, silently; dumb-init does not (it reaps only its own child then). Both get only `--`.".into(),
         "Startup runs are not PID 1 (no PID namespace); each time includes the fork and exec of the init and of `/bin/true`, and the time to reap it. They run in a private mount namespace with tmpfs on /run and /var (the bench re-executes itself there once), because ours creates /run/sshd, /var/empty and the like at boot even when it is not PID 1; a mount namespace adds nothing per exec.".into(),
